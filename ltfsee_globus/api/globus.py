@@ -1,0 +1,125 @@
+"""The v0.5 endpoints the deployed Globus stage apps call (PROTOCOLS.md section 1).
+
+Same paths, header and bodies as the earlier implementation. A poll for a
+file that is queued or being recalled is answered from the store without
+running `eeadm`; an unknown file's state comes from the coalesced, cached
+lookup; a migrated file is queued for the stager, never recalled here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+
+from flask import Blueprint, jsonify, request
+
+from ..app import Services, services
+from ..auth import authenticate
+from ..eeadm import EeadmError
+from ..errors import ApiError
+from ..parse import FileState
+from ..paths import check_managed
+from ..store import ACTIVE, FAILED
+from .common import json_object, optional_str
+
+bp = Blueprint("globus", __name__, url_prefix="/api/v0.5")
+
+_LIBRARY = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}$")
+
+
+def choose_library(explicit: str | None, taskid: str | None, libraries: list[str]) -> str | None:
+    """Explicit library, else md5(taskid) % len(LTFSEE_LIB), else none (no `-l`)."""
+    if explicit is not None:
+        if libraries and explicit not in libraries:
+            raise ApiError(400, "Bad Request", "library is not one of the configured libraries")
+        if not _LIBRARY.match(explicit):
+            raise ApiError(400, "Bad Request", "library is not a valid library name")
+        return explicit
+    if libraries and taskid:
+        digest = hashlib.md5(taskid.encode(), usedforsecurity=False).hexdigest()
+        return libraries[int(digest, 16) % len(libraries)]
+    return None
+
+
+def require_file(path: str) -> None:
+    """404 when the file does not exist; 400 when it is not a regular file.
+
+    A permission error is left to eeadm (which usually runs as root).
+    """
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ApiError(404, "Not Found", "no such file") from None
+    except PermissionError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise ApiError(400, "Bad Request", "path is not a regular file")
+
+
+def current_state(svc: Services, path: str, newer_than: float) -> FileState:
+    """The file's state (cached or looked up), or the ApiError that explains why not."""
+    try:
+        st = svc.lookup.state(path, newer_than)
+    except EeadmError as exc:
+        raise ApiError.from_eeadm(exc) from None
+    if not isinstance(st, FileState):
+        raise ApiError(502, "Unusable file state", st.reason)
+    return st
+
+
+def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> str:
+    """`resident` or `archived` for one Globus poll; queues the file if it must be recalled."""
+    s = svc.settings
+    rec = svc.store.lookup(path, "globus", taskid or "")
+    if rec is not None:
+        if rec["status"] in ACTIVE:
+            if (taskid and not rec["known"]) or not rec["requested"]:
+                svc.store.note_requester(path, "globus", taskid or "")
+            return "archived"
+        if rec["status"] == FAILED and svc.clock() - rec["finished_at"] < s.FAILED_RETENTION:
+            raise ApiError(502, "Recall failed", rec["last_error"])
+    require_file(path)
+    st = current_state(svc, path, rec["updated_at"] if rec else 0.0)
+    if st.on_disk:
+        if rec is not None and rec["prefetched"] and not rec["requested"]:
+            svc.store.note_requester(path, "globus", taskid or "")
+        return "resident"
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = None
+    svc.store.request(
+        path,
+        library,
+        "globus",
+        taskid or "",
+        size=size,
+        tape=st.tapes[0] if st.tapes else None,
+        trigger_prefetch=s.PREFETCH and bool(taskid),
+    )
+    return "archived"
+
+
+@bp.post("/globus_recall/globus_recall")
+def globus_recall():
+    svc = services()
+    authenticate(request, svc.settings.AUTH_KEY)
+    body = json_object()
+    path = check_managed(body.get("path"), svc.settings.MANAGED_ROOTS)
+    taskid = optional_str(body, "globus_taskid")
+    library = choose_library(optional_str(body, "library"), taskid, svc.settings.LTFSEE_LIB)
+    return jsonify(state=poll(svc, path, taskid, library)), 201
+
+
+@bp.post("/file_state/file_state")
+def file_state():
+    svc = services()
+    authenticate(request, svc.settings.AUTH_KEY)
+    body = json_object()
+    path = check_managed(body.get("path"), svc.settings.MANAGED_ROOTS)
+    require_file(path)
+    rec = svc.store.lookup(path)
+    st = current_state(svc, path, rec["updated_at"] if rec else 0.0)
+    return jsonify([st.as_json()]), 201

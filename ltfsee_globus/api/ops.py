@@ -1,0 +1,91 @@
+"""What operators look at: liveness, a status summary, Prometheus metrics."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from ..app import Services, services
+from ..auth import authenticate
+
+bp = Blueprint("ops", __name__)
+
+
+def stager_running(svc: Services) -> bool:
+    """True when some process holds the stager lock of our STATE_DIR."""
+    path = svc.settings.state_dir / "stager.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def status_summary(svc: Services) -> dict:
+    counts = svc.store.counts()
+    counts["stager_running"] = stager_running(svc)
+    return counts
+
+
+class StoreCollector:
+    """Metrics read from the shared store, so every worker reports the same."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def collect(self) -> Iterator[Metric]:
+        s = status_summary(self.svc)
+        files = GaugeMetricFamily("ltfsee_files", "Files known to the store", labels=["status"])
+        for status, n in s["files"].items():
+            files.add_metric([status], n)
+        yield files
+        batches = GaugeMetricFamily("ltfsee_batches", "Recall batches", labels=["status"])
+        for status, n in s["batches"].items():
+            batches.add_metric([status], n)
+        yield batches
+        yield GaugeMetricFamily(
+            "ltfsee_prefetch_files", "Files queued by prefetch", value=s["prefetch"]["files"]
+        )
+        yield GaugeMetricFamily(
+            "ltfsee_prefetch_requested_files",
+            "Prefetched files a client asked for later (useful prefetch)",
+            value=s["prefetch"]["requested_later"],
+        )
+        yield GaugeMetricFamily(
+            "ltfsee_queue_oldest_age_seconds",
+            "Age of the oldest queued file",
+            value=s["oldest_queued_age"] or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "ltfsee_stager_up", "1 when a stager holds the lock", value=int(s["stager_running"])
+        )
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/api/status")
+def status():
+    svc = services()
+    authenticate(request, svc.settings.AUTH_KEY)
+    return jsonify(status_summary(svc))
+
+
+@bp.get("/metrics")
+def metrics():
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(services()))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

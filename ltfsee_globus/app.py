@@ -1,0 +1,97 @@
+"""The application factory and the services it wires together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, current_app
+from flask_caching import Cache
+
+from .config import Settings, load_settings
+from .eeadm import Eeadm
+from .errors import register_error_handlers
+from .lookup import StateLookup
+from .stager import Stager
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "ltfsee-globus.db"
+
+
+@dataclass
+class Services:
+    """What the request handlers and the stager share in one process."""
+
+    settings: Settings
+    store: Store
+    eeadm: Eeadm
+    lookup: StateLookup
+    clock: Callable[[], float] = time.time
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    stager: Stager | None = None
+
+    def start_stager(self) -> Stager:
+        """Run the stager in a background thread of this process (embedded mode).
+
+        It waits for the STATE_DIR lock, so with several workers exactly one
+        stages and the others stand by to take over if it dies.
+        """
+        if self.stager is None:
+            self.stager = Stager(self.settings, self.store, self.eeadm, self.clock)
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self.stager.run, args=(self._stop,), name="stager", daemon=True
+            )
+            self._thread.start()
+        return self.stager
+
+    def stop_stager(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        if self.stager is not None:
+            self.stager.wait_idle()
+            self.stager = None
+
+
+def services() -> Services:
+    """The Services of the app handling the current request."""
+    return current_app.extensions["ltfsee"]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from defaults, the environment and `config` (which wins).
+
+    Raises ConfigError, listing every problem, when the settings cannot work.
+    Starts nothing: gunicorn's worker hook starts the embedded stager.
+    """
+    settings = load_settings(config)
+    clock = (config or {}).get("CLOCK", time.time)
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.MAX_BODY_BYTES,
+        CACHE_TYPE=settings.CACHE_TYPE,
+        CACHE_DEFAULT_TIMEOUT=settings.CACHE_DEFAULT_TIMEOUT,
+        CACHE_DIR=str(settings.state_dir / "cache"),
+    )
+    cache = Cache(app)
+    eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
+    store = Store(settings.state_dir / STORE_FILE, clock=clock)
+    lookup = StateLookup(eeadm, cache, max_files=settings.LOOKUP_MAX_FILES, clock=clock)
+    app.extensions["ltfsee"] = Services(settings, store, eeadm, lookup, clock)
+    register_error_handlers(app)
+
+    from .api.globus import bp as globus_bp
+    from .api.ops import bp as ops_bp
+
+    app.register_blueprint(globus_bp)
+    app.register_blueprint(ops_bp)
+    return app

@@ -1,0 +1,190 @@
+"""Settings: defaults in code, the environment (and `.env`) read on demand.
+
+`load_settings()` is called by the app factory and by the command-line tools,
+never at import. It checks everything it can at start-up and raises
+`ConfigError` with every problem listed, so a bad deployment fails fast with
+one clear message instead of a traceback on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from environs import Env, EnvError
+
+LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+STAGER_MODES = ("embedded", "off")
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message says every reason why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service, typed, with its default."""
+
+    AUTH_KEY: dict[str, str] = field(default_factory=dict)
+    LTFSEE_LIB: list[str] = field(default_factory=list)
+    EEADM_COMMAND: list[str] = field(default_factory=lambda: ["eeadm"])
+    EEADM_TIMEOUT: float = 120.0
+    RECALL_TIMEOUT: float = 7 * 24 * 3600.0
+    RECALL_RESIDENT: bool = False
+    MANAGED_ROOTS: list[str] = field(default_factory=lambda: ["/gpfs"])
+    STATE_DIR: str = "/var/lib/ltfsee-globus"
+    CACHE_TYPE: str = "flask_caching.backends.SimpleCache"
+    CACHE_DEFAULT_TIMEOUT: int = 60
+    LOGLEVEL: str = "INFO"
+    MAX_BODY_BYTES: int = 1024 * 1024
+    STAGER: str = "embedded"
+    STAGER_POLL: float = 0.5
+    BATCH_WINDOW: float = 10.0
+    BATCH_MAX_FILES: int = 5000
+    RECALL_CONCURRENCY: int = 2
+    RECALL_MAX_ATTEMPTS: int = 3
+    RECALL_RETRY_DELAY: float = 60.0
+    FAILED_RETENTION: float = 3600.0
+    LOOKUP_MAX_FILES: int = 500
+    PREFETCH: bool = True
+    PREFETCH_MAX_FILES: int = 2000
+    PREFETCH_MAX_BYTES: int = 20 * 10**12
+    PREFETCH_SCAN_LIMIT: int = 20000
+    PREFETCH_EXCLUDE: list[str] = field(default_factory=list)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.STATE_DIR)
+
+
+def _parse_keys(raw: str) -> dict[str, str]:
+    """`key` alone, or named keys `name:key,name:key` (for rotation)."""
+    raw = raw.strip()
+    if not raw:
+        return {}
+    if ":" not in raw and "," not in raw:
+        return {"default": raw}
+    keys: dict[str, str] = {}
+    for item in raw.split(","):
+        name, sep, key = item.strip().partition(":")
+        if not sep or not name or not key:
+            raise ConfigError("AUTH_KEY: named keys must be written name:key,name:key")
+        keys[name] = key
+    return keys
+
+
+def _read_env(env: Env) -> dict[str, Any]:
+    """Typed values of the settings present in the environment."""
+    out: dict[str, Any] = {}
+    readers = {
+        "AUTH_KEY": lambda n: _parse_keys(env.str(n)),
+        "EEADM_COMMAND": lambda n: shlex.split(env.str(n)),
+    }
+    for f in fields(Settings):
+        if f.name not in os.environ:
+            continue
+        if f.name in readers:
+            out[f.name] = readers[f.name](f.name)
+        elif f.type == "list[str]":
+            out[f.name] = env.list(f.name, subcast=str)
+        elif f.type == "bool":
+            out[f.name] = env.bool(f.name)
+        elif f.type == "int":
+            out[f.name] = env.int(f.name)
+        elif f.type == "float":
+            out[f.name] = env.float(f.name)
+        else:
+            out[f.name] = env.str(f.name)
+    return out
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Accept the override mapping's values as typed or as environment-style strings."""
+    if name == "AUTH_KEY" and isinstance(value, str):
+        return _parse_keys(value)
+    if name == "EEADM_COMMAND" and isinstance(value, str):
+        return shlex.split(value)
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if isinstance(value, str) and kind == "list[str]":
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, str) and kind == "bool":
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(value, str | int | float) and kind in ("int", "float"):
+        return int(value) if kind == "int" else float(value)
+    return value
+
+
+def load_settings(config: Mapping[str, Any] | None = None, *, env_file: str = ".env") -> Settings:
+    """Defaults, then the environment (and `.env`), then `config`; validated."""
+    env = Env()
+    if Path(env_file).is_file():
+        env.read_env(env_file, recurse=False)
+    try:
+        values = _read_env(env)
+    except EnvError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from None
+    known = {f.name for f in fields(Settings)}
+    for name, value in (config or {}).items():
+        if name in known:
+            try:
+                values[name] = _coerce(name, value)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    """Raise ConfigError listing every setting that cannot work."""
+    problems: list[str] = []
+    if not s.AUTH_KEY or not all(s.AUTH_KEY.values()):
+        problems.append("AUTH_KEY is missing or empty: set one key, or name:key,name:key")
+    if not s.MANAGED_ROOTS:
+        problems.append("MANAGED_ROOTS is empty: list the absolute paths the API may touch")
+    for root in s.MANAGED_ROOTS:
+        if not os.path.isabs(root) or os.path.normpath(root) != root.rstrip("/") or root == "/":
+            problems.append(f"MANAGED_ROOTS entry {root!r} must be an absolute, normalised path")
+    for root in s.PREFETCH_EXCLUDE:
+        if not os.path.isabs(root):
+            problems.append(f"PREFETCH_EXCLUDE entry {root!r} must be an absolute path")
+    if not s.EEADM_COMMAND:
+        problems.append("EEADM_COMMAND is empty")
+    elif shutil.which(s.EEADM_COMMAND[0]) is None:
+        problems.append(f"EEADM_COMMAND: {s.EEADM_COMMAND[0]!r} is not an executable file on PATH")
+    if not os.path.isabs(s.STATE_DIR):
+        problems.append(f"STATE_DIR {s.STATE_DIR!r} must be an absolute path")
+    else:
+        try:
+            s.state_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(s.state_dir, os.W_OK):
+                problems.append(f"STATE_DIR {s.STATE_DIR} is not writable")
+        except OSError as exc:
+            problems.append(f"STATE_DIR {s.STATE_DIR} cannot be created: {exc.strerror}")
+    if s.LOGLEVEL.upper() not in LOGLEVELS:
+        problems.append(f"LOGLEVEL {s.LOGLEVEL!r} is not one of {', '.join(LOGLEVELS)}")
+    if s.STAGER not in STAGER_MODES:
+        problems.append(f"STAGER {s.STAGER!r} is not one of {', '.join(STAGER_MODES)}")
+    positive = (
+        "EEADM_TIMEOUT",
+        "RECALL_TIMEOUT",
+        "BATCH_MAX_FILES",
+        "RECALL_CONCURRENCY",
+        "RECALL_MAX_ATTEMPTS",
+        "LOOKUP_MAX_FILES",
+        "MAX_BODY_BYTES",
+        "STAGER_POLL",
+    )
+    for name in positive:
+        if getattr(s, name) <= 0:
+            problems.append(f"{name} must be greater than 0")
+    for name in ("BATCH_WINDOW", "RECALL_RETRY_DELAY", "CACHE_DEFAULT_TIMEOUT"):
+        if getattr(s, name) < 0:
+            problems.append(f"{name} must not be negative")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

@@ -1,0 +1,197 @@
+"""The one place that runs `eeadm`.
+
+Commands are argument lists (never a shell), every run has a timeout, and any
+failure raises `EeadmError` carrying the command, exit code and output. The
+command prefix comes from configuration, e.g. `sudo -n /opt/ibm/ltfsee/bin/eeadm`
+or the simulator `eeadm-sim`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .parse import FileState, StateError, parse_file_state_short
+
+log = logging.getLogger(__name__)
+
+#: Longest command line we build for one `file state` call (bytes of paths).
+DEFAULT_MAX_ARG_BYTES = 96 * 1024
+
+
+class EeadmError(Exception):
+    """`eeadm` could not be run, failed, or timed out."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: Sequence[str],
+        returncode: int | None = None,
+        output: str = "",
+        timed_out: bool = False,
+        unavailable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.command = list(command)
+        self.returncode = returncode
+        self.output = output
+        self.timed_out = timed_out
+        self.unavailable = unavailable
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    output: str
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the process group of `proc` (sudo and eeadm below it)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Eeadm:
+    """Runs `eeadm` subcommands with a configured prefix and timeout."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        timeout: float,
+        max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.command = list(command)
+        self.timeout = timeout
+        self.max_arg_bytes = max_arg_bytes
+        self.env = env
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float | None = None,
+        log_path: Path | None = None,
+        on_start: Callable[[int], None] | None = None,
+        check: bool = True,
+    ) -> Result:
+        """Run `eeadm ARGS`, wait for it, return its combined output.
+
+        With `log_path` the output goes to that file instead of a pipe, so a
+        long recall keeps running (and its output is kept) if we die.
+        `on_start(pid)` is called once the process exists.
+        """
+        argv = [*self.command, *args]
+        timeout = self.timeout if timeout is None else timeout
+        sink = open(log_path, "wb") if log_path else subprocess.PIPE  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
+            )
+        except OSError as exc:
+            raise EeadmError(
+                f"cannot run {argv[0]}: {exc.strerror}", command=argv, unavailable=True
+            ) from exc
+        finally:
+            if log_path:
+                sink.close()  # type: ignore[union-attr]
+        if on_start:
+            on_start(proc.pid)
+        try:
+            stdout, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            stdout, _ = proc.communicate()
+            output = self._output(stdout, log_path)
+            raise EeadmError(
+                f"eeadm {args[0] if args else ''} timed out after {timeout:g}s",
+                command=argv,
+                output=output,
+                timed_out=True,
+            ) from None
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        output = self._output(stdout, log_path)
+        if check and proc.returncode != 0:
+            raise EeadmError(
+                f"eeadm {args[0] if args else ''} exited with {proc.returncode}",
+                command=argv,
+                returncode=proc.returncode,
+                output=output,
+            )
+        return Result(proc.returncode, output)
+
+    @staticmethod
+    def _output(stdout: bytes | None, log_path: Path | None) -> str:
+        data = log_path.read_bytes() if log_path is not None else stdout or b""
+        return data.decode("utf-8", errors="replace")
+
+    def chunks(self, paths: Iterable[str]) -> Iterator[list[str]]:
+        """Split paths into groups whose command line stays under max_arg_bytes."""
+        chunk: list[str] = []
+        size = 0
+        for p in paths:
+            n = len(p.encode()) + 1
+            if chunk and size + n > self.max_arg_bytes:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(p)
+            size += n
+        if chunk:
+            yield chunk
+
+    def file_state(self, paths: Sequence[str]) -> dict[str, FileState | StateError]:
+        """States of many files, with as few `eeadm file state -s` calls as fit.
+
+        A call that exits non-zero still yields the lines it printed; a path
+        it said nothing about gets a StateError. Only a call that printed
+        nothing usable (or could not run, or timed out) raises EeadmError.
+        """
+        results: dict[str, FileState | StateError] = {}
+        for chunk in self.chunks(paths):
+            res = self.run(["file", "state", "-s", "--", *chunk], check=False)
+            parsed, stray = parse_file_state_short(res.output)
+            if res.returncode != 0 and not parsed:
+                raise EeadmError(
+                    f"eeadm file state exited with {res.returncode}",
+                    command=[*self.command, "file", "state", "-s", "--", "..."],
+                    returncode=res.returncode,
+                    output=res.output,
+                )
+            if stray:
+                log.warning("eeadm file state printed unparsed lines: %r", stray[:5])
+            for p in chunk:
+                results[p] = parsed.get(p) or StateError(p, "eeadm reported no state for the file")
+        return results
+
+    def recall(
+        self,
+        list_file: Path,
+        *,
+        library: str | None,
+        resident: bool,
+        timeout: float,
+        log_path: Path,
+        on_start: Callable[[int], None] | None = None,
+    ) -> Result:
+        """Run one `eeadm recall LISTFILE [-l LIB] [--resident]` to the end."""
+        args = ["recall", str(list_file)]
+        if library:
+            args += ["-l", library]
+        if resident:
+            args.append("--resident")
+        return self.run(args, timeout=timeout, log_path=log_path, on_start=on_start, check=False)

@@ -1,0 +1,137 @@
+"""Pure parsers for what `eeadm` prints (see shared/eeadm/FORMATS.md).
+
+Nothing here runs a command: each function takes text and returns data, so it
+can be tested on the captured samples. Anything not in a known form becomes an
+error value for the file it concerns, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+#: Letters of `eeadm file state -s` we understand, and what they mean.
+STATE_NAMES = {"R": "resident", "P": "premigrated", "M": "migrated"}
+ON_DISK = frozenset({"R", "P"})
+
+_STATE_LINE = re.compile(
+    r"^(?P<letter>\S+)\s+(?P<replicas>\d+)\s+(?P<t1>\S+)\s+(?P<t2>\S+)\s+(?P<t3>\S+)"
+    r"\s+--\s(?P<path>/.*)$"
+)
+_TRAILING_PATH = re.compile(r"\s--\s(?P<path>/.*)$")
+
+
+@dataclass(frozen=True)
+class FileState:
+    """One file's state as `eeadm file state -s` reports it."""
+
+    path: str
+    letter: str
+    replicas: int
+    tapes: tuple[str, ...]
+
+    @property
+    def on_disk(self) -> bool:
+        return self.letter in ON_DISK
+
+    @property
+    def migrated(self) -> bool:
+        return self.letter == "M"
+
+    def tape_ids(self) -> list[str]:
+        """Volume serials (the part before the first `@`) of the tapes."""
+        return [t.split("@", 1)[0] for t in self.tapes]
+
+    def as_json(self) -> dict:
+        return {
+            "state": self.letter,
+            "replicas": self.replicas,
+            "tapes": list(self.tapes),
+            "path": self.path,
+        }
+
+
+@dataclass(frozen=True)
+class StateError:
+    """A file whose state could not be read; `reason` says why."""
+
+    path: str | None
+    reason: str
+
+
+def parse_file_state_short(text: str) -> tuple[dict[str, FileState | StateError], list[str]]:
+    """Parse every line of `eeadm file state -s` output.
+
+    Returns a mapping path -> FileState or StateError, and the lines that could
+    not be attributed to any path (for logging). Unknown state letters and
+    malformed lines that still end in `-- /path` become errors for that path.
+    """
+    results: dict[str, FileState | StateError] = {}
+    stray: list[str] = []
+    for raw in text.splitlines():
+        line = raw.rstrip("\r")
+        if not line.strip():
+            continue
+        m = _STATE_LINE.match(line)
+        if m is None:
+            tail = _TRAILING_PATH.search(line)
+            if tail:
+                path = tail.group("path")
+                results[path] = StateError(path, f"unparseable eeadm line: {line.strip()!r}")
+            else:
+                stray.append(line)
+            continue
+        path = m.group("path")
+        letter = m.group("letter")
+        if letter not in STATE_NAMES:
+            results[path] = StateError(path, f"unsupported file state {letter!r}")
+            continue
+        tapes = tuple(t for t in (m.group("t1"), m.group("t2"), m.group("t3")) if t != "-")
+        results[path] = FileState(path, letter, int(m.group("replicas")), tapes)
+    return results, stray
+
+
+_CODE = re.compile(r"\b(?P<code>GLES[A-Z]\d{3}(?P<sev>[IWE]))\b:?\s*(?P<msg>.*)$")
+_PROVIDED = re.compile(r"(\d+) file name\(s\) have been provided")
+_ALL_OK = re.compile(r"All (\d+) file\(s\) ha(?:s|ve) been successfully processed")
+_TASK_ID = re.compile(r"task ID is (\d+)")
+#: A message code that reports a duplicate task, which is not a failure.
+DUPLICATE_TASK = "GLESM431E"
+
+
+@dataclass
+class RecallOutput:
+    """What an `eeadm recall` run said about itself."""
+
+    provided: int | None = None
+    succeeded: int | None = None
+    task_id: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def all_succeeded(self) -> bool:
+        return self.succeeded is not None and not self.errors
+
+    def summary(self) -> str:
+        """One line for logs and for a file's `last_error`."""
+        if self.errors:
+            return "; ".join(self.errors[:3])
+        if self.succeeded is not None:
+            return f"all {self.succeeded} file(s) processed"
+        return "no result reported by eeadm"
+
+
+def parse_recall_output(text: str) -> RecallOutput:
+    """Parse the messages of `eeadm recall`: provided count, success, task id, errors."""
+    out = RecallOutput()
+    for line in text.splitlines():
+        if m := _PROVIDED.search(line):
+            out.provided = int(m.group(1))
+        if m := _ALL_OK.search(line):
+            out.succeeded = int(m.group(1))
+        if (m := _TASK_ID.search(line)) and out.task_id is None:
+            out.task_id = int(m.group(1))
+        code = _CODE.search(line)
+        if code and code.group("sev") == "E" and code.group("code") != DUPLICATE_TASK:
+            out.errors.append(f"{code.group('code')}: {code.group('msg').strip()}")
+    return out

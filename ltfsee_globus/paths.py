@@ -1,0 +1,58 @@
+"""Checking client-supplied paths before anything touches them."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Sequence
+
+from .errors import ApiError
+
+MAX_PATH = 4096
+_GLOB = frozenset("*?[]")
+
+
+def normalise(raw: object) -> str:
+    """An absolute, normalised path, or ApiError 400 saying what is wrong.
+
+    Refuses what could reach `eeadm` as anything but one file name: relative
+    paths, `..`, NUL and other control characters (a newline would split the
+    recall list), glob characters and components starting with `-`.
+    """
+    if not isinstance(raw, str) or not raw:
+        raise ApiError(400, "Bad Request", "path must be a non-empty string")
+    if len(raw) > MAX_PATH:
+        raise ApiError(400, "Bad Request", f"path is longer than {MAX_PATH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise ApiError(400, "Bad Request", "path contains a control character")
+    if not raw.startswith("/"):
+        raise ApiError(400, "Bad Request", "path must be absolute")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ApiError(400, "Bad Request", "path must not contain '..'")
+    if any(c in _GLOB for c in raw):
+        raise ApiError(400, "Bad Request", "path must not contain glob characters (*?[])")
+    if any(p.startswith("-") for p in parts):
+        raise ApiError(400, "Bad Request", "path components must not start with '-'")
+    return "/" + "/".join(parts)
+
+
+def under(path: str, roots: Sequence[str]) -> str | None:
+    """The root of `roots` that contains `path`, or None."""
+    for root in roots:
+        root = root.rstrip("/")
+        if path == root or path.startswith(root + "/"):
+            return root
+    return None
+
+
+def check_managed(raw: object, roots: Sequence[str]) -> str:
+    """Normalise `raw` and require it (and where its links lead) under a managed root.
+
+    403 says nothing about whether the file exists.
+    """
+    path = normalise(raw)
+    real_roots = [os.path.realpath(r) for r in roots]
+    if under(path, roots) is None or under(os.path.realpath(path), real_roots) is None:
+        raise ApiError(403, "Forbidden", "path is outside the managed file systems")
+    return posixpath.normpath(path)

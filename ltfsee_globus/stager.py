@@ -1,0 +1,269 @@
+"""The stager: the only code that runs `eeadm recall`.
+
+It flushes queued files per library into batches when the oldest has waited
+BATCH_WINDOW seconds or BATCH_MAX_FILES are ready, keeps at most
+RECALL_CONCURRENCY recalls running, verifies each finished batch with batched
+`eeadm file state -s` calls, and retries what is still not on disk with
+back-off before marking it failed. It also runs the tape-aware prefetcher.
+
+One stager runs per STATE_DIR (an flock on `stager.lock`). A recall's output
+goes to a file, not a pipe, so `eeadm` keeps running if we die; on start-up
+the stager adopts a batch whose process is still alive and verifies one whose
+process is gone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Settings
+from .eeadm import Eeadm, EeadmError
+from .parse import FileState, parse_recall_output
+from .prefetch import Prefetcher
+from .store import DONE, FAILED, QUEUED, Store, Update
+
+log = logging.getLogger(__name__)
+
+#: How often an adopted recall (started by an earlier stager) is checked.
+ADOPT_POLL = 1.0
+
+
+class StagerLock:
+    """An exclusive flock on STATE_DIR/stager.lock, held while the stager runs."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "stager.lock"
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _process_alive(pid: int, marker: str) -> bool:
+    """True if `pid` runs and its command line mentions `marker` (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return marker.encode() in cmdline
+
+
+class Stager:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        eeadm: Eeadm,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.eeadm = eeadm
+        self.clock = clock
+        self.batch_dir = settings.state_dir / "batches"
+        self.batch_dir.mkdir(parents=True, exist_ok=True)
+        self.prefetcher = Prefetcher(settings, store, eeadm)
+        self._threads: dict[int, threading.Thread] = {}
+        self._wake = threading.Event()
+
+    # -- the loop ---------------------------------------------------------------
+    def run(self, stop: threading.Event, lock_retry: float = 5.0) -> None:
+        """Take the lock (waiting for it), recover, then work until `stop` is set."""
+        lock = StagerLock(self.settings.state_dir)
+        announced = False
+        while not lock.try_acquire():
+            if not announced:
+                log.info("another stager holds %s; standing by", lock.path)
+                announced = True
+            if stop.wait(lock_retry):
+                return
+        log.info("stager started (pid %d)", os.getpid())
+        try:
+            self.recover()
+            while not stop.is_set():
+                try:
+                    delay = self.step()
+                except Exception:
+                    log.exception("stager step failed; retrying")
+                    delay = 5.0
+                self._wake.wait(min(delay, self.settings.STAGER_POLL))
+                self._wake.clear()
+        finally:
+            lock.release()
+            log.info("stager stopped")
+
+    def step(self) -> float:
+        """One pass: reap, prefetch, flush due batches. Returns seconds to the next due."""
+        self._reap()
+        if self.settings.PREFETCH:
+            self.prefetcher.run_triggers()
+        now = self.clock()
+        s = self.settings
+        next_due = float("inf")
+        for row in self.store.queued_by_library():
+            due_at = row["oldest"] + s.BATCH_WINDOW
+            while (row["n"] >= s.BATCH_MAX_FILES or due_at <= now) and self._free_slots() > 0:
+                claimed = self.store.claim(row["library"], s.BATCH_MAX_FILES)
+                if claimed is None:
+                    break
+                self.start_batch(*claimed, library=row["library"])
+                if len(claimed[1]) < s.BATCH_MAX_FILES:
+                    break
+            next_due = min(next_due, due_at - now)
+        retry_at = self.store.next_retry_at()
+        if retry_at is not None:
+            next_due = min(next_due, retry_at - now)
+        return max(next_due, 0.0)
+
+    def _free_slots(self) -> int:
+        return self.settings.RECALL_CONCURRENCY - len(self.store.running_batches())
+
+    def _reap(self) -> None:
+        for batch_id, thread in list(self._threads.items()):
+            if not thread.is_alive():
+                thread.join()
+                del self._threads[batch_id]
+
+    def wait_idle(self) -> None:
+        """Join every recall thread (for orderly shutdown in tests and the CLI)."""
+        for thread in list(self._threads.values()):
+            thread.join()
+        self._reap()
+
+    # -- one batch ------------------------------------------------------------------
+    def _files(self, batch_id: int) -> tuple[Path, Path]:
+        return self.batch_dir / f"{batch_id}.list", self.batch_dir / f"{batch_id}.log"
+
+    def start_batch(self, batch_id: int, paths: list[str], library: str) -> None:
+        list_file, _ = self._files(batch_id)
+        tmp = list_file.with_suffix(".tmp")
+        tmp.write_text("".join(p + "\n" for p in paths), encoding="utf-8")
+        os.replace(tmp, list_file)
+        log.info(
+            "batch %d: recalling %d file(s)%s",
+            batch_id,
+            len(paths),
+            f" from library {library}" if library else "",
+        )
+        thread = threading.Thread(
+            target=self._run_batch,
+            args=(batch_id, library),
+            name=f"recall-{batch_id}",
+            daemon=True,
+        )
+        self._threads[batch_id] = thread
+        thread.start()
+
+    def _run_batch(self, batch_id: int, library: str) -> None:
+        list_file, log_file = self._files(batch_id)
+        try:
+            result = self.eeadm.recall(
+                list_file,
+                library=library or None,
+                resident=self.settings.RECALL_RESIDENT,
+                timeout=self.settings.RECALL_TIMEOUT,
+                log_path=log_file,
+                on_start=lambda pid: self.store.set_batch_pid(batch_id, pid),
+            )
+            output, failure = result.output, None
+            if result.returncode != 0:
+                failure = f"eeadm recall exited with {result.returncode}"
+        except EeadmError as exc:
+            output, failure = exc.output, str(exc)
+        self.finish(batch_id, output, failure)
+        self._wake.set()
+
+    def _adopt(self, batch_id: int, pid: int, marker: str) -> None:
+        while _process_alive(pid, marker):
+            time.sleep(ADOPT_POLL)
+        _, log_file = self._files(batch_id)
+        output = log_file.read_text(errors="replace") if log_file.exists() else ""
+        self.finish(batch_id, output, None)
+        self._wake.set()
+
+    def finish(self, batch_id: int, output: str, failure: str | None) -> None:
+        """Verify a batch's files with eeadm and record the verdict for each."""
+        parsed = parse_recall_output(output)
+        reason = failure or (parsed.summary() if parsed.errors else None)
+        attempts = self.store.batch_files(batch_id)
+        try:
+            states = self.eeadm.file_state(list(attempts))
+        except EeadmError as exc:
+            log.warning("batch %d: cannot verify (%s); files go back to the queue", batch_id, exc)
+            states = {}
+            reason = reason or f"verification failed: {exc}"
+        now = self.clock()
+        updates = []
+        for p, n in attempts.items():
+            st = states.get(p)
+            if isinstance(st, FileState) and st.on_disk:
+                tape = st.tapes[0] if st.tapes else None
+                updates.append(Update(p, DONE, tape=tape))
+                continue
+            if st is not None and not isinstance(st, FileState):
+                why = st.reason
+            else:
+                why = reason or "file still not on disk after recall"
+            if n >= self.settings.RECALL_MAX_ATTEMPTS:
+                updates.append(Update(p, FAILED, last_error=f"after {n} attempt(s): {why}"))
+            else:
+                delay = self.settings.RECALL_RETRY_DELAY * 2 ** (n - 1)
+                updates.append(Update(p, QUEUED, last_error=why, not_before=now + delay))
+        ok = sum(u.status == DONE for u in updates)
+        outcome = "succeeded" if ok == len(updates) else ("failed" if ok == 0 else "partial")
+        self.store.finish_batch(
+            batch_id,
+            outcome=outcome,
+            detail=reason or parsed.summary(),
+            eeadm_task_id=parsed.task_id,
+            updates=updates,
+        )
+        log.info(
+            "batch %d: %s, %d/%d on disk%s",
+            batch_id,
+            outcome,
+            ok,
+            len(updates),
+            f" ({reason})" if reason else "",
+        )
+
+    # -- restart ------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Adopt running batches whose eeadm is alive; verify those whose eeadm is gone."""
+        for b in self.store.running_batches():
+            list_file, _ = self._files(b["id"])
+            if b["pid"] and _process_alive(b["pid"], str(list_file)):
+                log.info("batch %d: eeadm (pid %d) still running; adopting", b["id"], b["pid"])
+                thread = threading.Thread(
+                    target=self._adopt,
+                    args=(b["id"], b["pid"], str(list_file)),
+                    name=f"adopt-{b['id']}",
+                    daemon=True,
+                )
+                self._threads[b["id"]] = thread
+                thread.start()
+            else:
+                log.info("batch %d: eeadm is gone; verifying its files", b["id"])
+                _, log_file = self._files(b["id"])
+                output = log_file.read_text(errors="replace") if log_file.exists() else ""
+                self.finish(b["id"], output, None)

@@ -1,0 +1,439 @@
+"""The durable store: one SQLite file (WAL) under STATE_DIR.
+
+It holds the files to recall and who asked for them, the recall batches, and
+what the prefetcher knows about each Globus task. It is the only place state
+lives, so anything the API accepted survives a crash of any process. Every
+operation is one short transaction; each thread has its own connection, so
+many gunicorn workers and one stager can share the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+#: File statuses: waiting for a batch, in a running recall, on disk, given up.
+QUEUED, RECALLING, DONE, FAILED = "queued", "recalling", "done", "failed"
+ACTIVE = (QUEUED, RECALLING)
+
+MIGRATIONS: list[str] = [
+    # 1: files, requesters, batches, prefetch bookkeeping
+    """
+    CREATE TABLE files (
+        path TEXT PRIMARY KEY,
+        library TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        batch_id INTEGER,
+        prefetched INTEGER NOT NULL DEFAULT 0,
+        requested INTEGER NOT NULL DEFAULT 0,
+        size INTEGER,
+        tape TEXT,
+        queued_at REAL NOT NULL,
+        not_before REAL NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX files_queue ON files (status, library, not_before);
+    CREATE INDEX files_batch ON files (batch_id);
+    CREATE TABLE requesters (
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (path, kind, ref)
+    );
+    CREATE INDEX requesters_ref ON requesters (kind, ref);
+    CREATE TABLE batches (
+        id INTEGER PRIMARY KEY,
+        library TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        n_files INTEGER NOT NULL,
+        pid INTEGER,
+        eeadm_task_id INTEGER,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        outcome TEXT,
+        detail TEXT
+    );
+    CREATE INDEX batches_status ON batches (status);
+    CREATE TABLE prefetch_triggers (
+        id INTEGER PRIMARY KEY,
+        taskid TEXT NOT NULL,
+        path TEXT NOT NULL,
+        library TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE prefetch_budget (
+        taskid TEXT PRIMARY KEY,
+        files INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE prefetch_scanned (
+        taskid TEXT NOT NULL,
+        dir TEXT NOT NULL,
+        PRIMARY KEY (taskid, dir)
+    );
+    """,
+]
+
+
+@dataclass(frozen=True)
+class Update:
+    """What the stager decided for one file of a finished batch."""
+
+    path: str
+    status: str
+    last_error: str | None = None
+    not_before: float = 0.0
+    size: int | None = None
+    tape: str | None = None
+
+
+class Store:
+    """Short transactions over the state file; safe across threads and processes."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self._local = threading.local()
+        self.migrate()
+
+    # -- plumbing -----------------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once so it never has to upgrade."""
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest version recorded in MIGRATIONS."""
+        with self.tx() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            for n, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+                c.execute(f"PRAGMA user_version = {n}")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- the web tier -------------------------------------------------------
+    def lookup(self, path: str, kind: str = "", ref: str = "") -> sqlite3.Row | None:
+        """A file's record, with `known` = 1 when (kind, ref) already asked for it."""
+        return (
+            self.conn()
+            .execute(
+                "SELECT f.*, EXISTS(SELECT 1 FROM requesters r WHERE r.path = f.path "
+                "AND r.kind = ? AND r.ref = ?) AS known FROM files f WHERE f.path = ?",
+                (kind, ref, path),
+            )
+            .fetchone()
+        )
+
+    def request(
+        self,
+        path: str,
+        library: str | None,
+        kind: str = "",
+        ref: str = "",
+        *,
+        prefetched: bool = False,
+        size: int | None = None,
+        tape: str | None = None,
+        trigger_prefetch: bool = False,
+    ) -> str:
+        """Queue a file for recall unless it is already queued or recalling.
+
+        Records who asked. Returns the file's status afterwards. A file that
+        was done or failed is queued afresh with its attempts reset.
+        """
+        now = self.clock()
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT status, requested FROM files WHERE path = ?", (path,)
+            ).fetchone()
+            if row is None:
+                c.execute(
+                    "INSERT INTO files (path, library, status, prefetched, requested, size, "
+                    "tape, queued_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        path,
+                        library or "",
+                        QUEUED,
+                        int(prefetched),
+                        int(not prefetched),
+                        size,
+                        tape,
+                        now,
+                        now,
+                        now,
+                    ),
+                )
+                status = QUEUED
+            elif row["status"] in ACTIVE:
+                status = row["status"]
+                if not prefetched and not row["requested"]:
+                    c.execute("UPDATE files SET requested = 1 WHERE path = ?", (path,))
+            else:
+                c.execute(
+                    "UPDATE files SET library = ?, status = ?, attempts = 0, last_error = NULL, "
+                    "batch_id = NULL, prefetched = ?, requested = ?, size = coalesce(?, size), "
+                    "tape = coalesce(?, tape), queued_at = ?, not_before = 0, updated_at = ?, "
+                    "finished_at = NULL WHERE path = ?",
+                    (
+                        library or "",
+                        QUEUED,
+                        int(prefetched),
+                        int(not prefetched),
+                        size,
+                        tape,
+                        now,
+                        now,
+                        path,
+                    ),
+                )
+                status = QUEUED
+            if ref:
+                c.execute(
+                    "INSERT OR IGNORE INTO requesters (path, kind, ref, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (path, kind, ref, now),
+                )
+            if trigger_prefetch and ref:
+                c.execute(
+                    "INSERT INTO prefetch_triggers (taskid, path, library, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (ref, path, library or "", now),
+                )
+        return status
+
+    def note_requester(self, path: str, kind: str, ref: str, *, requested: bool = True) -> None:
+        """Record that (kind, ref) asked for a file we already track."""
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO requesters (path, kind, ref, created_at) VALUES (?,?,?,?)",
+                (path, kind, ref, self.clock()),
+            )
+            if requested:
+                c.execute("UPDATE files SET requested = 1 WHERE path = ?", (path,))
+
+    # -- the stager -----------------------------------------------------------
+    def queued_by_library(self) -> list[sqlite3.Row]:
+        """Per library: how many files are ready to go and since when the oldest waits."""
+        return (
+            self.conn()
+            .execute(
+                "SELECT library, count(*) AS n, min(queued_at) AS oldest FROM files "
+                "WHERE status = ? AND not_before <= ? GROUP BY library",
+                (QUEUED, self.clock()),
+            )
+            .fetchall()
+        )
+
+    def next_retry_at(self) -> float | None:
+        row = (
+            self.conn()
+            .execute(
+                "SELECT min(not_before) FROM files WHERE status = ? AND not_before > ?",
+                (QUEUED, self.clock()),
+            )
+            .fetchone()
+        )
+        return row[0]
+
+    def claim(self, library: str, max_files: int) -> tuple[int, list[str]] | None:
+        """Move up to max_files ready files of a library into a new running batch."""
+        now = self.clock()
+        with self.tx() as c:
+            paths = [
+                r[0]
+                for r in c.execute(
+                    "SELECT path FROM files WHERE status = ? AND library = ? AND not_before <= ? "
+                    "ORDER BY queued_at, path LIMIT ?",
+                    (QUEUED, library, now, max_files),
+                )
+            ]
+            if not paths:
+                return None
+            cur = c.execute(
+                "INSERT INTO batches (library, status, n_files, started_at) VALUES (?,?,?,?)",
+                (library, "running", len(paths), now),
+            )
+            batch_id = int(cur.lastrowid or 0)
+            c.executemany(
+                "UPDATE files SET status = ?, batch_id = ?, attempts = attempts + 1, "
+                "updated_at = ? WHERE path = ?",
+                [(RECALLING, batch_id, now, p) for p in paths],
+            )
+        return batch_id, paths
+
+    def set_batch_pid(self, batch_id: int, pid: int) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE batches SET pid = ? WHERE id = ?", (pid, batch_id))
+
+    def running_batches(self) -> list[sqlite3.Row]:
+        return self.conn().execute("SELECT * FROM batches WHERE status = 'running'").fetchall()
+
+    def batch(self, batch_id: int) -> sqlite3.Row | None:
+        return self.conn().execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+
+    def batch_files(self, batch_id: int) -> dict[str, int]:
+        """The files still recalling in a batch, with the attempts each has had."""
+        rows = self.conn().execute(
+            "SELECT path, attempts FROM files WHERE batch_id = ? AND status = ? ORDER BY path",
+            (batch_id, RECALLING),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def finish_batch(
+        self,
+        batch_id: int,
+        *,
+        outcome: str,
+        detail: str,
+        eeadm_task_id: int | None,
+        updates: Sequence[Update],
+    ) -> None:
+        """Close a batch and apply the verdict for each of its files, atomically."""
+        now = self.clock()
+        with self.tx() as c:
+            c.execute(
+                "UPDATE batches SET status = 'done', ended_at = ?, outcome = ?, detail = ?, "
+                "eeadm_task_id = ? WHERE id = ?",
+                (now, outcome, detail, eeadm_task_id, batch_id),
+            )
+            for u in updates:
+                c.execute(
+                    "UPDATE files SET status = ?, last_error = ?, not_before = ?, "
+                    "size = coalesce(?, size), tape = coalesce(?, tape), updated_at = ?, "
+                    "finished_at = CASE WHEN ? IN ('done', 'failed') THEN ? END, "
+                    "batch_id = CASE WHEN ? = 'queued' THEN NULL ELSE batch_id END "
+                    "WHERE path = ? AND batch_id = ? AND status = ?",
+                    (
+                        u.status,
+                        u.last_error,
+                        u.not_before,
+                        u.size,
+                        u.tape,
+                        now,
+                        u.status,
+                        now,
+                        u.status,
+                        u.path,
+                        batch_id,
+                        RECALLING,
+                    ),
+                )
+
+    # -- prefetch bookkeeping -------------------------------------------------
+    def take_prefetch_triggers(self, limit: int = 100) -> list[sqlite3.Row]:
+        with self.tx() as c:
+            rows = c.execute(
+                "SELECT * FROM prefetch_triggers ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+            c.executemany("DELETE FROM prefetch_triggers WHERE id = ?", [(r["id"],) for r in rows])
+        return rows
+
+    def task_paths(self, taskid: str) -> list[str]:
+        rows = self.conn().execute(
+            "SELECT path FROM requesters WHERE kind = 'globus' AND ref = ?", (taskid,)
+        )
+        return [r[0] for r in rows]
+
+    def mark_scanned(self, taskid: str, directory: str) -> bool:
+        """Record that a task's directory was scanned; False if it already was."""
+        with self.tx() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO prefetch_scanned (taskid, dir) VALUES (?, ?)",
+                (taskid, directory),
+            )
+        return cur.rowcount == 1
+
+    def prefetch_budget(self, taskid: str) -> tuple[int, int]:
+        row = (
+            self.conn()
+            .execute("SELECT files, bytes FROM prefetch_budget WHERE taskid = ?", (taskid,))
+            .fetchone()
+        )
+        return (row[0], row[1]) if row else (0, 0)
+
+    def known(self, paths: Iterable[str]) -> dict[str, str]:
+        """Status of those of `paths` we have records for."""
+        out: dict[str, str] = {}
+        conn = self.conn()
+        for p in paths:
+            row = conn.execute("SELECT status FROM files WHERE path = ?", (p,)).fetchone()
+            if row:
+                out[p] = row[0]
+        return out
+
+    def add_prefetched(
+        self, taskid: str, library: str, files: Sequence[tuple[str, int, str | None]]
+    ) -> int:
+        """Queue prefetched files (path, size, tape) for a task; charge its budget."""
+        n = nbytes = 0
+        for path, size, tape in files:
+            if (
+                self.request(
+                    path, library, "prefetch", taskid, prefetched=True, size=size, tape=tape
+                )
+                == QUEUED
+            ):
+                n += 1
+                nbytes += size
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO prefetch_budget (taskid, files, bytes) VALUES (?, ?, ?) "
+                "ON CONFLICT(taskid) DO UPDATE SET files = files + excluded.files, "
+                "bytes = bytes + excluded.bytes",
+                (taskid, n, nbytes),
+            )
+        return n
+
+    # -- operators --------------------------------------------------------------
+    def counts(self) -> dict:
+        """Totals for the status page and metrics."""
+        conn = self.conn()
+        files = dict(conn.execute("SELECT status, count(*) FROM files GROUP BY status"))
+        batches = dict(conn.execute("SELECT status, count(*) FROM batches GROUP BY status"))
+        pf = conn.execute(
+            "SELECT count(*), coalesce(sum(requested), 0) FROM files WHERE prefetched = 1"
+        ).fetchone()
+        oldest = conn.execute(
+            "SELECT min(queued_at) FROM files WHERE status = ?", (QUEUED,)
+        ).fetchone()[0]
+        return {
+            "files": {s: files.get(s, 0) for s in (QUEUED, RECALLING, DONE, FAILED)},
+            "batches": {"running": batches.get("running", 0), "done": batches.get("done", 0)},
+            "prefetch": {"files": pf[0], "requested_later": pf[1]},
+            "oldest_queued_age": None if oldest is None else max(self.clock() - oldest, 0.0),
+        }
