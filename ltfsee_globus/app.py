@@ -81,6 +81,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         CACHE_TYPE=settings.CACHE_TYPE,
         CACHE_DEFAULT_TIMEOUT=settings.CACHE_DEFAULT_TIMEOUT,
         CACHE_DIR=str(settings.state_dir / "cache"),
+        CACHE_NO_NULL_WARNING=True,
     )
     cache = Cache(app)
     eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)

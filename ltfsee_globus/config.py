@@ -79,27 +79,22 @@ def _parse_keys(raw: str) -> dict[str, str]:
 
 
 def _read_env(env: Env) -> dict[str, Any]:
-    """Typed values of the settings present in the environment."""
-    out: dict[str, Any] = {}
+    """Typed values of the settings set in the environment or the `.env` file."""
     readers = {
-        "AUTH_KEY": lambda n: _parse_keys(env.str(n)),
-        "EEADM_COMMAND": lambda n: shlex.split(env.str(n)),
+        "list[str]": lambda n: env.list(n, None, subcast=str),
+        "bool": lambda n: env.bool(n, None),
+        "int": lambda n: env.int(n, None),
+        "float": lambda n: env.float(n, None),
     }
+    out: dict[str, Any] = {}
     for f in fields(Settings):
-        if f.name not in os.environ:
-            continue
-        if f.name in readers:
-            out[f.name] = readers[f.name](f.name)
-        elif f.type == "list[str]":
-            out[f.name] = env.list(f.name, subcast=str)
-        elif f.type == "bool":
-            out[f.name] = env.bool(f.name)
-        elif f.type == "int":
-            out[f.name] = env.int(f.name)
-        elif f.type == "float":
-            out[f.name] = env.float(f.name)
+        if f.name in ("AUTH_KEY", "EEADM_COMMAND"):
+            raw = env.str(f.name, None)
+            value = None if raw is None else _coerce(f.name, raw)
         else:
-            out[f.name] = env.str(f.name)
+            value = readers.get(f.type, lambda n: env.str(n, None))(f.name)
+        if value is not None:
+            out[f.name] = value
     return out
 
 

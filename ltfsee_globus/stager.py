@@ -204,7 +204,8 @@ class Stager:
     def finish(self, batch_id: int, output: str, failure: str | None) -> None:
         """Verify a batch's files with eeadm and record the verdict for each."""
         parsed = parse_recall_output(output)
-        reason = failure or (parsed.summary() if parsed.errors else None)
+        said = parsed.summary() if parsed.errors else None
+        reason = ": ".join(x for x in (failure, said) if x) or None
         attempts = self.store.batch_files(batch_id)
         try:
             states = self.eeadm.file_state(list(attempts))

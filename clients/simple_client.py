@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Globus GCS5 stage app for ltfsee-globus: stage one file, say whether it is on disk.
+
+Globus runs this once per file with GLOBUS_STAGE_PATH and GLOBUS_STAGE_TASKID
+set; the storage gateway's `environment` policy adds the settings below.
+
+    LTFSEE_URL  service URL (default http://localhost:5000)
+    AUTH_KEY    API key (required)
+    TIMEOUT     request timeout in seconds (default 10)
+    LIBRARY     optional tape library to recall from
+    CA_BUNDLE   optional CA file to verify the service's TLS certificate
+    DEBUG       true/false (default false): log the exchange on stderr
+
+Prints `resident` (on disk: the transfer may start) or `archived` (staging:
+Globus asks again later) and exits 0. Otherwise one line on stderr and:
+2 bad settings, 3 no such file, 4 path refused, 5 bad key, 6 server error
+(including a recall that failed), 7 server unreachable or timed out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+import requests
+
+EXIT_OK, EXIT_USAGE, EXIT_MISSING, EXIT_REFUSED, EXIT_AUTH, EXIT_SERVER, EXIT_UNREACHABLE = (
+    0,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+)
+ENDPOINT = "/api/v0.5/globus_recall/globus_recall"
+
+
+class StageError(Exception):
+    """A failure with its exit code; the message is the stderr line."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def env_bool(value: str | None) -> bool:
+    """`true/1/yes/on` are true; anything else, `False` included, is false."""
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def settings(env: Mapping[str, str]) -> dict:
+    """The client settings from the environment, or StageError(EXIT_USAGE)."""
+    path = env.get("GLOBUS_STAGE_PATH", "")
+    if not path:
+        raise StageError(EXIT_USAGE, "GLOBUS_STAGE_PATH is not set")
+    key = env.get("AUTH_KEY", "")
+    if not key:
+        raise StageError(EXIT_USAGE, "AUTH_KEY is not set")
+    try:
+        timeout = float(env.get("TIMEOUT") or 10)
+    except ValueError:
+        raise StageError(EXIT_USAGE, "TIMEOUT must be a number of seconds") from None
+    if timeout <= 0:
+        raise StageError(EXIT_USAGE, "TIMEOUT must be greater than 0")
+    return {
+        "url": (env.get("LTFSEE_URL") or "http://localhost:5000").rstrip("/"),
+        "key": key,
+        "timeout": timeout,
+        "path": path,
+        "taskid": env.get("GLOBUS_STAGE_TASKID") or None,
+        "library": env.get("LIBRARY") or None,
+        "verify": env.get("CA_BUNDLE") or True,
+        "debug": env_bool(env.get("DEBUG")),
+    }
+
+
+def _reason(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.reason or f"HTTP {resp.status_code}"
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("title") or resp.reason)
+    return resp.reason or f"HTTP {resp.status_code}"
+
+
+def stage(cfg: dict) -> str:
+    """POST the file to the service; `resident` or `archived`, else StageError."""
+    body = {"path": cfg["path"]}
+    if cfg["taskid"]:
+        body["globus_taskid"] = cfg["taskid"]
+    if cfg["library"]:
+        body["library"] = cfg["library"]
+    try:
+        resp = requests.post(
+            cfg["url"] + ENDPOINT,
+            json=body,
+            headers={"X-API-KEY": cfg["key"]},
+            timeout=cfg["timeout"],
+            verify=cfg["verify"],
+        )
+    except requests.Timeout:
+        raise StageError(EXIT_UNREACHABLE, f"timed out after {cfg['timeout']:g}s") from None
+    except requests.RequestException as exc:
+        raise StageError(EXIT_UNREACHABLE, f"cannot reach {cfg['url']}: {exc}") from None
+    if cfg["debug"]:
+        print(f"debug: {resp.status_code} {resp.text.strip()}", file=sys.stderr)
+    codes = {404: EXIT_MISSING, 400: EXIT_REFUSED, 403: EXIT_REFUSED, 401: EXIT_AUTH}
+    if resp.status_code in codes:
+        raise StageError(codes[resp.status_code], f"{cfg['path']}: {_reason(resp)}")
+    if resp.status_code not in (200, 201):
+        raise StageError(EXIT_SERVER, f"server error {resp.status_code}: {_reason(resp)}")
+    try:
+        state = resp.json()["state"]
+    except (ValueError, KeyError, TypeError):
+        raise StageError(EXIT_SERVER, "server answered without a state") from None
+    if state not in ("resident", "archived"):
+        raise StageError(EXIT_SERVER, f"server answered an unknown state {state!r}")
+    return state
+
+
+def run(env: Mapping[str, str]) -> int:
+    """The whole stage app, given its environment; returns the exit code."""
+    try:
+        print(stage(settings(env)))
+    except StageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    return EXIT_OK
+
+
+def main() -> int:
+    return run(os.environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

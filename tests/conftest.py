@@ -1,0 +1,273 @@
+"""Shared fixtures: simulated libraries, fake eeadm scripts, apps, live servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from ltfsee_globus import create_app
+from ltfsee_globus.sim.library import Layout, Timing, init_library
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "test-key-0123456789"
+HEADERS = {"X-API-KEY": KEY}
+
+
+@dataclass
+class SimLib:
+    """A simulated library on disk and the command that runs eeadm over it."""
+
+    root: Path
+    fs: Path
+    calls: Path  # one line per eeadm invocation: "<subcommand> <args...>"
+    command: list[str]
+
+    def files(self, state: str | None = None) -> list[str]:
+        conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
+        try:
+            q = "SELECT path FROM files" + (" WHERE state = ?" if state else "") + " ORDER BY path"
+            return [r[0] for r in conn.execute(q, (state,) if state else ())]
+        finally:
+            conn.close()
+
+    def state_of(self, path: str) -> str:
+        conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
+        try:
+            return conn.execute("SELECT state FROM files WHERE path = ?", (path,)).fetchone()[0]
+        finally:
+            conn.close()
+
+    def invocations(self, sub: str | None = None) -> list[str]:
+        if not self.calls.exists():
+            return []
+        lines = self.calls.read_text().splitlines()
+        return [line for line in lines if sub is None or line.startswith(sub)]
+
+    def reads_per_file(self) -> dict[str, int]:
+        """How often each file was read from tape by a successful recall."""
+        conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
+        try:
+            rows = conn.execute(
+                "SELECT path, count(*) FROM task_files WHERE tape IS NOT NULL AND ok = 1 "
+                "GROUP BY path"
+            )
+            return dict(rows.fetchall())
+        finally:
+            conn.close()
+
+
+def write_script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def make_sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., SimLib]:
+    """Build a simulated library; eeadm calls go through a wrapper that logs them."""
+
+    def make(name: str = "lib", **layout) -> SimLib:
+        defaults = dict(
+            files=60, dirs=3, tapes=3, drives=2, time_scale=5000.0, min_size=10**6, max_size=10**7
+        )
+        defaults.update(layout)
+        root = tmp_path / name
+        fs = init_library(root, Layout(**defaults), Timing())
+        calls = tmp_path / f"{name}-calls.log"
+        wrapper = write_script(
+            tmp_path / f"{name}-eeadm",
+            f"""\
+            echo "$*" >> '{calls}'
+            EEADM_SIM_DIR='{root}' exec '{sys.executable}' -m ltfsee_globus.sim.cli "$@"
+            """,
+        )
+        monkeypatch.setenv("EEADM_SIM_DIR", str(root))
+        return SimLib(root, fs, calls, [str(wrapper)])
+
+    return make
+
+
+@pytest.fixture
+def sim(make_sim) -> SimLib:
+    return make_sim()
+
+
+@pytest.fixture
+def fake_eeadm(tmp_path: Path) -> Callable[[str], list[str]]:
+    """A fake `eeadm` script with the given shell body; returns its command."""
+    n = iter(range(1000))
+
+    def make(body: str) -> list[str]:
+        return [str(write_script(tmp_path / f"fake-eeadm-{next(n)}", body))]
+
+    return make
+
+
+class FakeClock:
+    """A clock tests move by hand instead of sleeping."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def base_config(tmp_path: Path, sim: SimLib) -> dict:
+    return {
+        "AUTH_KEY": KEY,
+        "EEADM_COMMAND": sim.command,
+        "MANAGED_ROOTS": [str(sim.fs)],
+        "STATE_DIR": str(tmp_path / "state"),
+        "EEADM_TIMEOUT": 30,
+        "BATCH_WINDOW": 0,
+        "RECALL_RETRY_DELAY": 0,
+        "STAGER_POLL": 0.05,
+        "CACHE_TYPE": "SimpleCache",
+    }
+
+
+@pytest.fixture
+def make_app(base_config: dict):
+    """create_app with the test config plus overrides; stops any stager it started."""
+    apps = []
+
+    def make(**overrides):
+        app = create_app({**base_config, **overrides})
+        app.testing = True
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["ltfsee"].stop_stager()
+        app.extensions["ltfsee"].store.close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A real gunicorn serving the app, started from the repository's config."""
+
+    url: str
+    proc: subprocess.Popen
+    env: dict
+    log: Path
+
+    def post(self, endpoint: str, body: dict, **kw) -> requests.Response:
+        return requests.post(self.url + endpoint, json=body, headers=HEADERS, timeout=30, **kw)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal gunicorn's whole process group (master and workers)."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+def start_gunicorn(env: dict, log: Path, workers: int = 2) -> Server:
+    port = free_port()
+    full_env = {**os.environ, **env, "BIND": f"127.0.0.1:{port}", "WORKERS": str(workers)}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "gunicorn.conf.py"),
+                "ltfsee_globus:create_app()",
+            ],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return Server(url, proc, full_env, log)
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
+
+
+@pytest.fixture
+def server_env(base_config: dict, sim: SimLib) -> dict:
+    env = {k: v if isinstance(v, str) else str(v) for k, v in base_config.items()}
+    env.update(
+        EEADM_COMMAND=" ".join(sim.command),
+        MANAGED_ROOTS=str(sim.fs),
+        EEADM_SIM_DIR=str(sim.root),
+        CACHE_TYPE="SimpleCache",
+    )
+    return env
+
+
+@pytest.fixture
+def live_server(server_env: dict, tmp_path: Path) -> Iterator[Server]:
+    server = start_gunicorn(server_env, tmp_path / "gunicorn.log")
+    yield server
+    server.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def headers() -> dict:
+    return dict(HEADERS)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., object]:
+    """Poll `predicate` until it returns something true, or fail after `timeout` s."""
+
+    def wait(predicate: Callable[[], object], timeout: float = 30, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    return wait

@@ -1,0 +1,106 @@
+"""Configuration: defaults, environment, .env, and failing fast with clear messages."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ltfsee_globus import create_app
+from ltfsee_globus.config import ConfigError, load_settings
+
+
+@pytest.fixture
+def good(tmp_path) -> dict:
+    return {
+        "AUTH_KEY": "k",
+        "EEADM_COMMAND": "true",
+        "MANAGED_ROOTS": "/gpfs",
+        "STATE_DIR": str(tmp_path / "state"),
+    }
+
+
+def test_environment_is_read_inside_the_factory(monkeypatch, good, tmp_path):
+    for k, v in good.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("LTFSEE_LIB", "lib1,lib2")
+    monkeypatch.setenv("PREFETCH", "False")
+    monkeypatch.setenv("EEADM_COMMAND", "env -u HOME /opt/ibm/ltfsee/bin/eeadm")
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert s.LTFSEE_LIB == ["lib1", "lib2"]
+    assert s.PREFETCH is False
+    assert s.EEADM_COMMAND == ["env", "-u", "HOME", "/opt/ibm/ltfsee/bin/eeadm"]
+    assert s.AUTH_KEY == {"default": "k"}
+
+
+def test_dotenv_file_is_read(monkeypatch, tmp_path, good):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in good.items()))
+    for k in good:
+        monkeypatch.delenv(k, raising=False)
+    assert load_settings().MANAGED_ROOTS == ["/gpfs"]
+
+
+def test_config_mapping_overrides_environment(monkeypatch, good):
+    monkeypatch.setenv("BATCH_WINDOW", "99")
+    assert load_settings({**good, "BATCH_WINDOW": "3"}).BATCH_WINDOW == 3.0
+
+
+def test_named_keys_for_rotation(good):
+    s = load_settings({**good, "AUTH_KEY": "old:abc,new:def"})
+    assert s.AUTH_KEY == {"old": "abc", "new": "def"}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"AUTH_KEY": ""}, "AUTH_KEY is missing"),
+        ({"AUTH_KEY": "name:"}, "named keys"),
+        ({"MANAGED_ROOTS": "gpfs"}, "must be an absolute"),
+        ({"MANAGED_ROOTS": "/"}, "must be an absolute"),
+        ({"MANAGED_ROOTS": "/gpfs/../etc"}, "normalised"),
+        ({"EEADM_COMMAND": "/nonexistent/eeadm"}, "not an executable"),
+        ({"STATE_DIR": "relative"}, "STATE_DIR"),
+        ({"LOGLEVEL": "chatty"}, "LOGLEVEL"),
+        ({"STAGER": "sometimes"}, "STAGER"),
+        ({"BATCH_MAX_FILES": 0}, "BATCH_MAX_FILES must be greater than 0"),
+    ],
+)
+def test_bad_settings_fail_fast_with_a_clear_message(good, override, message):
+    with pytest.raises(ConfigError, match=message):
+        create_app({**good, **override})
+
+
+def test_unparseable_environment_value(monkeypatch, good):
+    monkeypatch.setenv("BATCH_WINDOW", "soon")
+    with pytest.raises(ConfigError, match="BATCH_WINDOW"):
+        load_settings(good)
+
+
+def test_every_problem_is_listed_at_once(good):
+    with pytest.raises(ConfigError) as info:
+        load_settings({**good, "AUTH_KEY": "", "MANAGED_ROOTS": "x"})
+    assert "AUTH_KEY" in str(info.value) and "MANAGED_ROOTS" in str(info.value)
+
+
+def test_check_config_cli_exits_3_without_traceback_and_never_prints_keys(tmp_path, good):
+    env = {"PATH": "/usr/bin:/bin", **good, "AUTH_KEY": "", "HOME": str(tmp_path)}
+    bad = subprocess.run(
+        [sys.executable, "-m", "ltfsee_globus.cli", "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 3
+    assert "AUTH_KEY is missing" in bad.stderr and "Traceback" not in bad.stderr
+    env["AUTH_KEY"] = "s3cret-value"
+    ok = subprocess.run(
+        [sys.executable, "-m", "ltfsee_globus.cli", "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0
+    assert "s3cret-value" not in ok.stdout and '"default"' in ok.stdout

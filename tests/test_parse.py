@@ -1,0 +1,97 @@
+"""The eeadm parsers on the samples of shared/eeadm/FORMATS.md and on garbage."""
+
+import pytest
+
+from ltfsee_globus.parse import FileState, StateError, parse_file_state_short, parse_recall_output
+
+SAMPLE = """\
+P  2  JD0099JD@POOL_JD@ts4500  MB0355JE@POOL_JE@ts4500  -   -- /gpfs/gpfs0/sample_file
+M  1  MB0355JE@POOL_JE@ts4500  -                        -   -- /gpfs/gpfs0/sample_file2
+R  0  -                        -                        -   -- /gpfs/gpfs0/sample_file3
+"""
+
+
+def test_every_line_of_file_state_is_parsed():
+    states, stray = parse_file_state_short(SAMPLE)
+    assert stray == []
+    assert states["/gpfs/gpfs0/sample_file"] == FileState(
+        "/gpfs/gpfs0/sample_file",
+        "P",
+        2,
+        ("JD0099JD@POOL_JD@ts4500", "MB0355JE@POOL_JE@ts4500"),
+    )
+    assert states["/gpfs/gpfs0/sample_file2"].migrated
+    assert states["/gpfs/gpfs0/sample_file2"].tape_ids() == ["MB0355JE"]
+    assert states["/gpfs/gpfs0/sample_file3"].on_disk
+    assert states["/gpfs/gpfs0/sample_file3"].tapes == ()
+
+
+def test_path_with_spaces_and_dashes_is_kept_whole():
+    line = "M  1  A@B@C  -  -  -- /gpfs/x/my file -- v2.dat\n"
+    states, _ = parse_file_state_short(line)
+    assert list(states) == ["/gpfs/x/my file -- v2.dat"]
+
+
+def test_as_json_matches_the_v05_answer():
+    states, _ = parse_file_state_short(SAMPLE)
+    assert states["/gpfs/gpfs0/sample_file"].as_json() == {
+        "state": "P",
+        "replicas": 2,
+        "tapes": ["JD0099JD@POOL_JD@ts4500", "MB0355JE@POOL_JE@ts4500"],
+        "path": "/gpfs/gpfs0/sample_file",
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("S  1  A@B@C  -  -  -- /gpfs/strayed", "unsupported file state 'S'"),
+        ("O  0  -  -  -  -- /gpfs/offline", "unsupported file state 'O'"),
+        ("M  x  A@B@C  -  -  -- /gpfs/badcount", "unparseable"),
+        ("garbage -- /gpfs/short", "unparseable"),
+    ],
+)
+def test_unknown_letters_and_bad_lines_become_errors_for_their_file(line, reason):
+    states, _ = parse_file_state_short(line + "\n" + SAMPLE)
+    path = line.rsplit("-- ", 1)[1]
+    assert isinstance(states[path], StateError)
+    assert reason in states[path].reason
+    assert isinstance(states["/gpfs/gpfs0/sample_file"], FileState)
+
+
+def test_lines_without_a_path_are_returned_as_stray():
+    states, stray = parse_file_state_short("GLESL999E: something broke\n\n" + SAMPLE)
+    assert stray == ["GLESL999E: something broke"]
+    assert len(states) == 3
+
+
+RECALL_OK = """\
+2021-12-31 10:33:51 GLESL268I: 10 file name(s) have been provided to recall.
+2021-12-31 10:33:51 GLESL700I: Task selective_recall was created successfully, task ID is 18860.
+2021-12-31 10:33:54 GLESL839I: All 10 file(s) has been successfully processed.
+"""
+
+
+def test_recall_success():
+    out = parse_recall_output(RECALL_OK)
+    assert (out.provided, out.succeeded, out.task_id, out.errors) == (10, 10, 18860, [])
+    assert out.all_succeeded
+
+
+def test_recall_failure_collects_errors_but_not_duplicate_task():
+    text = (
+        "2021-12-31 10:33:51 GLESL268I: 3 file name(s) have been provided to recall.\n"
+        "2021-12-31 10:33:52 GLESM431E: duplicate task, merged.\n"
+        "2021-12-31 10:33:59 GLESL016E: Failed to read file /gpfs/a from tape X.\n"
+    )
+    out = parse_recall_output(text)
+    assert out.provided == 3
+    assert out.errors == ["GLESL016E: Failed to read file /gpfs/a from tape X."]
+    assert not out.all_succeeded
+    assert "GLESL016E" in out.summary()
+
+
+def test_recall_garbage_is_no_success():
+    out = parse_recall_output("\x00\xffnonsense\n")
+    assert not out.all_succeeded
+    assert out.summary() == "no result reported by eeadm"
