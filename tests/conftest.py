@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -37,8 +38,10 @@ class SimLib:
     def files(self, state: str | None = None) -> list[str]:
         conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
         try:
-            q = "SELECT path FROM files" + (" WHERE state = ?" if state else "") + " ORDER BY path"
-            return [r[0] for r in conn.execute(q, (state,) if state else ())]
+            rows = conn.execute(
+                "SELECT path FROM files WHERE ? IS NULL OR state = ? ORDER BY path", (state, state)
+            )
+            return [r[0] for r in rows]
         finally:
             conn.close()
 
@@ -195,10 +198,8 @@ class Server:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal gunicorn's whole process group (master and workers)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=30)
 
 
