@@ -121,15 +121,15 @@ class Stager:
         s = self.settings
         next_due = float("inf")
         for row in self.store.queued_by_library():
-            due_at = row["oldest"] + s.BATCH_WINDOW
-            while (row["n"] >= s.BATCH_MAX_FILES or due_at <= now) and self._free_slots() > 0:
+            ready, due_at = row["n"], row["oldest"] + s.BATCH_WINDOW
+            while (ready >= s.BATCH_MAX_FILES or due_at <= now) and self._free_slots() > 0:
                 claimed = self.store.claim(row["library"], s.BATCH_MAX_FILES)
                 if claimed is None:
                     break
                 self.start_batch(*claimed, library=row["library"])
-                if len(claimed[1]) < s.BATCH_MAX_FILES:
-                    break
-            next_due = min(next_due, due_at - now)
+                ready -= len(claimed[1])
+            if ready:
+                next_due = min(next_due, due_at - now)
         retry_at = self.store.next_retry_at()
         if retry_at is not None:
             next_due = min(next_due, retry_at - now)

@@ -247,10 +247,23 @@ def server_env(base_config: dict, sim: SimLib) -> dict:
 
 
 @pytest.fixture
-def live_server(server_env: dict, tmp_path: Path) -> Iterator[Server]:
-    server = start_gunicorn(server_env, tmp_path / "gunicorn.log")
-    yield server
-    server.kill(signal.SIGTERM)
+def start_server(server_env: dict, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start real gunicorn servers with env overrides; all are stopped afterwards."""
+    servers: list[Server] = []
+
+    def start(**overrides) -> Server:
+        env = {**server_env, **{k: str(v) for k, v in overrides.items()}}
+        servers.append(start_gunicorn(env, tmp_path / f"gunicorn-{len(servers)}.log"))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def live_server(start_server) -> Server:
+    return start_server()
 
 
 @pytest.fixture

@@ -1,0 +1,161 @@
+"""The stage apps as Globus runs them: subprocesses against a real gunicorn."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from advanced_client import export_from_autofs, export_from_mounts, remap
+from ltfsee_globus.sim.library import Library
+
+CLIENTS = Path(__file__).resolve().parent.parent / "clients"
+
+
+def run_client(url, path, *, key="test-key-0123456789", name="simple_client.py", **env):
+    full = {
+        "PATH": os.environ["PATH"],
+        "LTFSEE_URL": url,
+        "AUTH_KEY": key,
+        "GLOBUS_STAGE_PATH": path,
+        "GLOBUS_STAGE_TASKID": "task-1",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, str(CLIENTS / name)], env=full, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_archived_then_resident(live_server, sim, wait_for):
+    path = sim.files("M")[0]
+    first = run_client(live_server.url, path)
+    assert (first.returncode, first.stdout, first.stderr) == (0, "archived\n", "")
+    wait_for(lambda: run_client(live_server.url, path).stdout == "resident\n", what="resident")
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "key", "code", "words"),
+    [
+        ("missing file", "{fs}/no/such.dat", None, 3, "no such file"),
+        ("refused path", "/etc/passwd", None, 4, "outside the managed"),
+        ("relative path", "demo/x", None, 4, "must be absolute"),
+        ("bad key", "{m}", "wrong", 5, "not valid"),
+    ],
+)
+def test_error_exits(live_server, sim, case, path, key, code, words):
+    path = path.format(fs=sim.fs, m=sim.files("M")[0])
+    res = run_client(live_server.url, path, **({"key": key} if key else {}))
+    assert res.returncode == code
+    assert res.stdout == "" and len(res.stderr.splitlines()) == 1 and words in res.stderr
+
+
+def test_failed_recall_exits_server_error(start_server, sim, wait_for):
+    path = sim.files("M")[0]
+    lib = Library(sim.root)
+    lib.damage([path])
+    lib.close()
+    server = start_server(RECALL_MAX_ATTEMPTS=1, PREFETCH="false")
+    assert run_client(server.url, path).stdout == "archived\n"
+    res = wait_for(lambda: (r := run_client(server.url, path)).returncode and r, what="failure")
+    assert res.returncode == 6 and "GLESL016E" in res.stderr
+
+
+def test_unreachable_server(sim):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = run_client(f"http://127.0.0.1:{port}", sim.files("M")[0])
+    assert res.returncode == 7 and "cannot reach" in res.stderr
+
+
+def test_timeout(sim):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    accepted = []
+    t = threading.Thread(target=lambda: accepted.append(srv.accept()), daemon=True)
+    t.start()
+    try:
+        port = srv.getsockname()[1]
+        res = run_client(f"http://127.0.0.1:{port}", sim.files("M")[0], TIMEOUT="0.5")
+    finally:
+        t.join(timeout=5)
+        for conn, _addr in accepted:
+            conn.close()
+        srv.close()
+    assert res.returncode == 7 and "timed out" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"GLOBUS_STAGE_PATH": ""}, "GLOBUS_STAGE_PATH"),
+        ({"AUTH_KEY": ""}, "AUTH_KEY"),
+        ({"TIMEOUT": "soon"}, "TIMEOUT"),
+    ],
+)
+def test_bad_settings_exit_2(env, words):
+    base = {"PATH": os.environ["PATH"], "AUTH_KEY": "k", "GLOBUS_STAGE_PATH": "/gpfs/x"}
+    res = subprocess.run(
+        [sys.executable, str(CLIENTS / "simple_client.py")],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and words in res.stderr
+
+
+@pytest.mark.parametrize(("debug", "shown"), [("False", False), ("false", False), ("1", True)])
+def test_debug_flag_parsing(live_server, sim, debug, shown):
+    res = run_client(live_server.url, sim.files("R")[0], DEBUG=debug)
+    assert res.stdout == "resident\n"
+    assert ("debug: 201" in res.stderr) is shown
+
+
+MOUNTS = """\
+sysfs /sys sysfs rw 0 0
+nfs01:/gpfs/gpfs0/projA /nfs/dataden/projA nfs4 rw,relatime 0 0
+"""
+AUTOFS = """\
+# export  options  location
+projA  -rw,hard  nfs01:/gpfs/gpfs0/projA
+*      -rw       nfs02:/gpfs/gpfs1/&
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "autofs", "expected"),
+    [
+        ("/nfs/dataden/projA/run1/f.dat", None, "/gpfs/gpfs0/projA/run1/f.dat"),
+        ("/nfs/dataden/projB/f.dat", None, "/nfs/dataden/projB/f.dat"),
+        ("/gpfs/gpfs0/projA/f.dat", None, "/gpfs/gpfs0/projA/f.dat"),
+        ("/nfs/dataden/projA/f.dat", AUTOFS, "/gpfs/gpfs0/projA/f.dat"),
+        ("/nfs/dataden/other/x/y", AUTOFS, "/gpfs/gpfs1/other/x/y"),
+    ],
+)
+def test_nfs_paths_map_to_gpfs(path, autofs, expected):
+    assert remap(path, 4, MOUNTS, autofs) == expected
+
+
+def test_export_lookups():
+    assert export_from_mounts("/nfs/dataden/projA", MOUNTS) == "/gpfs/gpfs0/projA"
+    assert export_from_mounts("/sys", MOUNTS) is None
+    assert export_from_autofs("zzz", AUTOFS) == "/gpfs/gpfs1/zzz"
+
+
+def test_advanced_client_end_to_end_with_autofs_map(live_server, sim, tmp_path):
+    path = sim.files("R")[0]
+    rest = os.path.relpath(path, sim.fs)
+    amap = tmp_path / "auto.dataden"
+    amap.write_text(f"tape  -rw  nfs01:{sim.fs}\n")
+    res = run_client(
+        live_server.url,
+        f"/nfs/dataden/tape/{rest}",
+        name="advanced_client.py",
+        AUTOFS=str(amap),
+        DEPTH="4",
+    )
+    assert (res.returncode, res.stdout) == (0, "resident\n"), res.stderr

@@ -1,0 +1,161 @@
+"""The stager over the real store and simulator, with a fake clock for windows."""
+
+import subprocess
+
+import pytest
+
+from ltfsee_globus.sim.library import Library
+from ltfsee_globus.stager import Stager, StagerLock
+from ltfsee_globus.store import DONE, FAILED, QUEUED
+
+
+@pytest.fixture
+def staged(make_app, clock):
+    """(app services, a Stager on the fake clock) with settings overrides."""
+
+    def make(**overrides):
+        app = make_app(CLOCK=clock, PREFETCH=False, **overrides)
+        svc = app.extensions["ltfsee"]
+        return svc, Stager(svc.settings, svc.store, svc.eeadm, clock)
+
+    return make
+
+
+def queue(svc, paths, library=""):
+    for p in paths:
+        svc.store.request(p, library, "globus", "task")
+
+
+def run_step(stager):
+    """One stager pass, then wait for the recalls it started to be verified."""
+    stager.step()
+    stager.wait_idle()
+
+
+def test_batch_waits_for_the_window_then_takes_everything(staged, sim, clock):
+    svc, stager = staged(BATCH_WINDOW=10)
+    files = sim.files("M")
+    queue(svc, files[:3])
+    run_step(stager)
+    clock.advance(5)
+    queue(svc, files[3:5])
+    run_step(stager)
+    assert sim.invocations("recall") == []
+    clock.advance(5)
+    run_step(stager)
+    assert len(sim.invocations("recall")) == 1
+    batch = svc.store.batch(1)
+    assert batch["n_files"] == 5 and batch["outcome"] == "succeeded"
+    assert {sim.state_of(p) for p in files[:5]} == {"P"}
+    assert all(svc.store.lookup(p)["status"] == DONE for p in files[:5])
+    assert len(sim.invocations("file state")) == 1  # one verification call
+
+
+def test_full_batches_go_at_once_and_remainder_waits(staged, sim):
+    svc, stager = staged(BATCH_WINDOW=1000, BATCH_MAX_FILES=2, RECALL_CONCURRENCY=4)
+    queue(svc, sim.files("M")[:5])
+    run_step(stager)
+    assert len(sim.invocations("recall")) == 2
+    assert svc.store.counts()["files"] == {"queued": 1, "recalling": 0, "done": 4, "failed": 0}
+
+
+def test_concurrency_bound(staged, sim):
+    svc, stager = staged(BATCH_MAX_FILES=1, RECALL_CONCURRENCY=1)
+    queue(svc, sim.files("M")[:3])
+    stager.step()
+    assert len(svc.store.running_batches()) == 1
+    stager.wait_idle()
+    run_step(stager)
+    run_step(stager)
+    assert len(sim.invocations("recall")) == 3
+
+
+def test_retries_back_off_then_fail_with_reason(staged, sim, clock):
+    svc, stager = staged(RECALL_MAX_ATTEMPTS=3, RECALL_RETRY_DELAY=100)
+    path = sim.files("M")[0]
+    lib = Library(sim.root)
+    lib.damage([path])
+    lib.close()
+    queue(svc, [path])
+    run_step(stager)
+    rec = svc.store.lookup(path)
+    assert rec["status"] == QUEUED and rec["not_before"] == clock.now + 100
+    clock.advance(50)
+    run_step(stager)
+    assert len(sim.invocations("recall")) == 1
+    clock.advance(50)
+    run_step(stager)  # second attempt; next wait is 200 s
+    clock.advance(200)
+    run_step(stager)
+    rec = svc.store.lookup(path)
+    assert len(sim.invocations("recall")) == 3
+    assert rec["status"] == FAILED and "after 3 attempt(s)" in rec["last_error"]
+
+
+def test_eeadm_recall_hanging_is_timed_out_and_retried(staged, sim, fake_eeadm, tmp_path):
+    cmd = fake_eeadm(f"""\
+        if [ "$1" = recall ]; then sleep 30; fi
+        exec {" ".join(sim.command)} "$@"
+        """)
+    svc, stager = staged(EEADM_COMMAND=cmd, RECALL_TIMEOUT=0.5)
+    path = sim.files("M")[0]
+    queue(svc, [path])
+    run_step(stager)
+    rec = svc.store.lookup(path)
+    assert rec["status"] == QUEUED and "timed out" in rec["last_error"]
+
+
+def test_restart_verifies_a_batch_whose_eeadm_is_gone(staged, sim):
+    svc, stager = staged()
+    m = sim.files("M")[:4]
+    queue(svc, m)
+    batch_id, _ = svc.store.claim("", 100)
+    svc.store.set_batch_pid(batch_id, 999_999)  # no such process
+    # half of them were recalled before the crash
+    subprocess.run(
+        [*sim.command, "recall"], input="\n".join(m[:2]), text=True, check=True, capture_output=True
+    )
+    stager.recover()
+    assert [svc.store.lookup(p)["status"] for p in m] == [DONE, DONE, QUEUED, QUEUED]
+    assert svc.store.running_batches() == []
+
+
+def test_restart_adopts_a_recall_still_running(staged, sim, tmp_path):
+    svc, stager = staged()
+    m = sim.files("M")[:3]
+    queue(svc, m)
+    batch_id, paths = svc.store.claim("", 100)
+    list_file = stager.batch_dir / f"{batch_id}.list"
+    list_file.write_text("\n".join(paths) + "\n")
+    slow = tmp_path / "slow-eeadm"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec {" ".join(sim.command)} "$@"\n')
+    slow.chmod(0o755)
+    with open(stager.batch_dir / f"{batch_id}.log", "wb") as log:
+        proc = subprocess.Popen(
+            [str(slow), "recall", str(list_file)], stdout=log, stderr=subprocess.STDOUT
+        )
+    svc.store.set_batch_pid(batch_id, proc.pid)
+    stager.recover()
+    assert svc.store.lookup(m[0])["status"] == "recalling"  # adopted, not re-run
+    proc.wait()
+    stager.wait_idle()
+    assert all(svc.store.lookup(p)["status"] == DONE for p in m)
+    assert len(sim.invocations("recall")) == 1
+    assert svc.store.batch(batch_id)["eeadm_task_id"] == 1
+
+
+def test_one_stager_per_state_dir(tmp_path):
+    first, second = StagerLock(tmp_path), StagerLock(tmp_path)
+    assert first.try_acquire()
+    assert not second.try_acquire()
+    first.release()
+    assert second.try_acquire()
+    second.release()
+
+
+def test_baseline_mode_recalls_one_file_per_eeadm_call(staged, sim):
+    svc, stager = staged(BATCH_MAX_FILES=1, BATCH_WINDOW=0, RECALL_CONCURRENCY=8)
+    queue(svc, sim.files("M")[:4])
+    run_step(stager)
+    assert len(sim.invocations("recall")) == 4
+    assert all(b == 1 for b in [svc.store.batch(i)["n_files"] for i in range(1, 5)])
