@@ -21,7 +21,7 @@ from ..eeadm import EeadmError
 from ..errors import ApiError
 from ..parse import FileState
 from ..paths import check_managed
-from ..store import ACTIVE, FAILED
+from ..store import ACTIVE, DONE, FAILED
 from .common import json_object, optional_str
 
 bp = Blueprint("globus", __name__, url_prefix="/api/v0.5")
@@ -78,8 +78,14 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
             if (taskid and not rec["known"]) or not rec["requested"]:
                 svc.store.note_requester(path, "globus", taskid or "")
             return "archived"
-        if rec["status"] == FAILED and svc.clock() - rec["finished_at"] < s.FAILED_RETENTION:
+        age = svc.clock() - (rec["finished_at"] or 0.0)
+        if rec["status"] == FAILED and age < s.FAILED_RETENTION:
             raise ApiError(502, "Recall failed", rec["last_error"])
+        if rec["status"] == DONE and age < s.CACHE_DEFAULT_TIMEOUT:
+            # verified on disk by the stager moments ago: as good as a cached state
+            if not rec["requested"] or (taskid and not rec["known"]):
+                svc.store.note_requester(path, "globus", taskid or "")
+            return "resident"
     require_file(path)
     st = current_state(svc, path, rec["updated_at"] if rec else 0.0)
     if st.on_disk:
