@@ -25,6 +25,7 @@ threads = _env.int("THREADS", 16)
 timeout = _env.int("TIMEOUT", 60)
 graceful_timeout = 30
 keepalive = 5
+control_socket_disable = True  # unused, and it would write under $HOME
 logconfig = str(Path(__file__).resolve().parent / "logging.cfg")
 keyfile = _env.str("KEYFILE", None)
 certfile = _env.str("CERTFILE", None)

@@ -125,13 +125,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         lib.close()
     host, _, port = args.bind.rpartition(":")
-    url = f"http://{host if host not in ('0.0.0.0', '') else 'localhost'}:{port}"  # noqa: S104
+    scheme = "https" if os.environ.get("CERTFILE") else "http"
+    url = f"{scheme}://{host if host not in ('0.0.0.0', '') else 'localhost'}:{port}"  # noqa: S104
     client = Path(__file__).resolve().parent.parent / "clients" / "simple_client.py"
     print(
         f"\nltfsee-globus demo\n  URL:      {url}\n  AUTH_KEY: {key}\n"
         f"  library:  {sim} (simulated eeadm, time x{Layout().time_scale:g})\n"
         f"  try:      LTFSEE_URL={url} AUTH_KEY={key} GLOBUS_STAGE_TASKID=demo "
-        f"GLOBUS_STAGE_PATH={row['path']} python3 {client}\n"
+        f"GLOBUS_STAGE_PATH={row['path']} {sys.executable} {client}\n"
         f"            (archived at first; run it again after a few seconds: resident)\n",
         flush=True,
     )
