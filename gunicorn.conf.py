@@ -33,8 +33,11 @@ if bool(keyfile) != bool(certfile):
     sys.exit("gunicorn.conf.py: set both KEYFILE and CERTFILE for TLS, or neither")
 
 
-def on_starting(server):
-    """Fail fast, with one clear message, when the configuration cannot work."""
+def _check_settings():
+    """Fail fast, with one clear message, when the configuration cannot work.
+
+    Runs when gunicorn reads this file, so `--check-config` reports it too.
+    """
     from ltfsee_globus.config import ConfigError, load_settings
 
     try:
@@ -42,6 +45,9 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"ltfsee-globus: {exc}", file=sys.stderr)
         sys.exit(3)
+
+
+_check_settings()
 
 
 def post_worker_init(worker):

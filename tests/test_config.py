@@ -1,7 +1,9 @@
 """Configuration: defaults, environment, .env, and failing fast with clear messages."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +106,27 @@ def test_check_config_cli_exits_3_without_traceback_and_never_prints_keys(tmp_pa
     )
     assert ok.returncode == 0
     assert "s3cret-value" not in ok.stdout and '"default"' in ok.stdout
+
+
+@pytest.mark.parametrize(("auth_key", "code"), [("", 3), ("k", 0)])
+def test_gunicorn_check_config(tmp_path, good, auth_key, code):
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **good, "AUTH_KEY": auth_key}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--check-config",
+            "-c",
+            str(root / "gunicorn.conf.py"),
+            "ltfsee_globus:create_app()",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert res.returncode == code, res.stderr
+    assert "Traceback" not in res.stderr
+    assert ("AUTH_KEY is missing" in res.stderr) is bool(code)
