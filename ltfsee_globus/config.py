@@ -44,17 +44,22 @@ class Settings:
     MAX_BODY_BYTES: int = 1024 * 1024
     STAGER: str = "embedded"
     STAGER_POLL: float = 0.5
+    PROGRESS_INTERVAL: float = 30.0
     BATCH_WINDOW: float = 10.0
+    BATCH_QUIET: float = 2.0
+    BATCH_MAX_WAIT: float = 60.0
     BATCH_MAX_FILES: int = 5000
     RECALL_CONCURRENCY: int = 2
     RECALL_MAX_ATTEMPTS: int = 3
     RECALL_RETRY_DELAY: float = 60.0
     FAILED_RETENTION: float = 3600.0
+    VERIFIED_TTL: float = 3600.0
     LOOKUP_MAX_FILES: int = 500
     PREFETCH: bool = True
     PREFETCH_MAX_FILES: int = 2000
     PREFETCH_MAX_BYTES: int = 20 * 10**12
     PREFETCH_SCAN_LIMIT: int = 20000
+    PREFETCH_WIDEN: int = 1
     PREFETCH_EXCLUDE: list[str] = field(default_factory=list)
 
     @property
@@ -178,7 +183,14 @@ def validate(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             problems.append(f"{name} must be greater than 0")
-    for name in ("BATCH_WINDOW", "RECALL_RETRY_DELAY", "CACHE_DEFAULT_TIMEOUT"):
+    for name in (
+        "BATCH_WINDOW",
+        "BATCH_QUIET",
+        "BATCH_MAX_WAIT",
+        "RECALL_RETRY_DELAY",
+        "CACHE_DEFAULT_TIMEOUT",
+        "PROGRESS_INTERVAL",
+    ):
         if getattr(s, name) < 0:
             problems.append(f"{name} must not be negative")
     if problems:

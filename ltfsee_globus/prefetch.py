@@ -62,18 +62,31 @@ class Prefetcher:
         self.store = store
         self.eeadm = eeadm
 
-    def run_triggers(self) -> int:
-        """Plan prefetch for every pending trigger; returns files queued."""
+    def run_triggers(self, rounds: int = 20) -> int:
+        """Plan prefetch for every pending trigger, including those that arrive
+        meanwhile (up to `rounds` takes), so a batch flushed next holds them.
+        Returns files queued."""
         queued = 0
-        for t in self.store.take_prefetch_triggers():
-            try:
-                queued += self.plan(t["taskid"], t["path"], t["library"])
-            except EeadmError as exc:
-                log.warning("prefetch for task %s skipped: %s", t["taskid"], exc)
+        for _ in range(rounds):
+            triggers = self.store.take_prefetch_triggers()
+            if not triggers:
+                break
+            for t in triggers:
+                try:
+                    queued += self.plan(t["taskid"], t["path"], t["library"])
+                except EeadmError as exc:
+                    log.warning("prefetch for task %s skipped: %s", t["taskid"], exc)
         return queued
 
     def candidates(self, taskid: str, path: str) -> list[tuple[str, int]]:
-        """Files to consider for `taskid` after it asked for `path`, likeliest first."""
+        """Files to consider for `taskid` after it asked for `path`, likeliest first.
+
+        The siblings of `path`; once the task has asked for files in several
+        directories, the tree under their nearest common ancestor; and, by
+        PREFETCH_WIDEN levels, the tree above that (never a managed root
+        itself), since a transfer that spans a directory usually spans its
+        neighbours too. Each directory is scanned once per task.
+        """
         s = self.settings
         root = under(path, s.MANAGED_ROOTS)
         if root is None or under(path, s.PREFETCH_EXCLUDE) is not None:
@@ -85,12 +98,15 @@ class Prefetcher:
         asked = self.store.task_paths(taskid)
         if len(asked) > 1:
             ancestor = os.path.commonpath(asked)
-            if (
-                ancestor != parent
-                and under(ancestor, [root])
-                and self.store.mark_scanned(taskid, ancestor + "/**")
-            ):
-                found += _walk(ancestor, True, s.PREFETCH_SCAN_LIMIT)
+            tops = [ancestor] if ancestor != parent else []
+            for _ in range(s.PREFETCH_WIDEN if tops else 0):
+                up = posixpath.dirname(tops[-1])
+                if up == root or under(up, [root]) is None:
+                    break
+                tops.append(up)
+            for top in tops:
+                if under(top, [root]) and self.store.mark_scanned(taskid, top + "/**"):
+                    found += _walk(top, True, s.PREFETCH_SCAN_LIMIT)
         # Globus walks in path order: what comes after `path` first, then the rest.
         unique = dict(found)
         after = sorted(p for p in unique if p > path)

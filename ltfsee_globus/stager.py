@@ -1,7 +1,8 @@
 """The stager: the only code that runs `eeadm recall`.
 
 It flushes queued files per library into batches when the oldest has waited
-BATCH_WINDOW seconds or BATCH_MAX_FILES are ready, keeps at most
+BATCH_WINDOW seconds and the queue has been quiet for BATCH_QUIET (at most
+BATCH_MAX_WAIT), or when BATCH_MAX_FILES are ready, keeps at most
 RECALL_CONCURRENCY recalls running, verifies each finished batch with batched
 `eeadm file state -s` calls, and retries what is still not on disk with
 back-off before marking it failed. It also runs the tape-aware prefetcher.
@@ -85,6 +86,7 @@ class Stager:
         self.prefetcher = Prefetcher(settings, store, eeadm)
         self._threads: dict[int, threading.Thread] = {}
         self._wake = threading.Event()
+        self._progress_at = 0.0
 
     # -- the loop ---------------------------------------------------------------
     def run(self, stop: threading.Event, lock_retry: float = 5.0) -> None:
@@ -119,9 +121,12 @@ class Stager:
             self.prefetcher.run_triggers()
         now = self.clock()
         s = self.settings
+        if now >= self._progress_at + s.PROGRESS_INTERVAL:
+            self._progress_at = now
+            self.progress()
         next_due = float("inf")
         for row in self.store.queued_by_library():
-            ready, due_at = row["n"], row["oldest"] + s.BATCH_WINDOW
+            ready, due_at = row["n"], self.due_at(row["oldest"], row["newest"])
             while (ready >= s.BATCH_MAX_FILES or due_at <= now) and self._free_slots() > 0:
                 claimed = self.store.claim(row["library"], s.BATCH_MAX_FILES)
                 if claimed is None:
@@ -134,6 +139,15 @@ class Stager:
         if retry_at is not None:
             next_due = min(next_due, retry_at - now)
         return max(next_due, 0.0)
+
+    def due_at(self, oldest: float, newest: float) -> float:
+        """When a library's queue should go: its oldest file has waited
+        BATCH_WINDOW and nothing was queued for BATCH_QUIET (a burst of
+        requests and the prefetch it triggers go together), but never later
+        than BATCH_MAX_WAIT after the oldest."""
+        s = self.settings
+        quiet = max(oldest + s.BATCH_WINDOW, newest + s.BATCH_QUIET)
+        return min(quiet, oldest + max(s.BATCH_MAX_WAIT, s.BATCH_WINDOW))
 
     def _free_slots(self) -> int:
         return self.settings.RECALL_CONCURRENCY - len(self.store.running_batches())
@@ -200,6 +214,31 @@ class Stager:
         output = log_file.read_text(errors="replace") if log_file.exists() else ""
         self.finish(batch_id, output, None)
         self._wake.set()
+
+    def progress(self) -> None:
+        """Mark files of running batches that are already on disk as done.
+
+        One batched `eeadm file state` call over every file still recalling,
+        so Globus can start moving the first files of a long recall while the
+        rest are read, and polls still never run eeadm.
+        """
+        running = {b["id"]: self.store.batch_files(b["id"]) for b in self.store.running_batches()}
+        paths = [p for files in running.values() for p in files]
+        if not paths:
+            return
+        try:
+            states = self.eeadm.file_state(paths)
+        except EeadmError as exc:
+            log.warning("progress check failed: %s", exc)
+            return
+        for batch_id, files in running.items():
+            done = [
+                Update(p, DONE, tape=st.tapes[0] if st.tapes else None)
+                for p in files
+                if isinstance(st := states.get(p), FileState) and st.on_disk
+            ]
+            if done:
+                self.store.mark_done(batch_id, done)
 
     def finish(self, batch_id: int, output: str, failure: str | None) -> None:
         """Verify a batch's files with eeadm and record the verdict for each."""

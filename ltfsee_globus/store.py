@@ -166,74 +166,86 @@ class Store:
         kind: str = "",
         ref: str = "",
         *,
-        prefetched: bool = False,
         size: int | None = None,
         tape: str | None = None,
         trigger_prefetch: bool = False,
     ) -> str:
-        """Queue a file for recall unless it is already queued or recalling.
+        """Queue a file a client asked for, unless it is already queued or recalling.
 
         Records who asked. Returns the file's status afterwards. A file that
         was done or failed is queued afresh with its attempts reset.
         """
-        now = self.clock()
         with self.tx() as c:
-            row = c.execute(
-                "SELECT status, requested FROM files WHERE path = ?", (path,)
-            ).fetchone()
-            if row is None:
-                c.execute(
-                    "INSERT INTO files (path, library, status, prefetched, requested, size, "
-                    "tape, queued_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        path,
-                        library or "",
-                        QUEUED,
-                        int(prefetched),
-                        int(not prefetched),
-                        size,
-                        tape,
-                        now,
-                        now,
-                        now,
-                    ),
-                )
-                status = QUEUED
-            elif row["status"] in ACTIVE:
-                status = row["status"]
-                if not prefetched and not row["requested"]:
-                    c.execute("UPDATE files SET requested = 1 WHERE path = ?", (path,))
-            else:
-                c.execute(
-                    "UPDATE files SET library = ?, status = ?, attempts = 0, last_error = NULL, "
-                    "batch_id = NULL, prefetched = ?, requested = ?, size = coalesce(?, size), "
-                    "tape = coalesce(?, tape), queued_at = ?, not_before = 0, updated_at = ?, "
-                    "finished_at = NULL WHERE path = ?",
-                    (
-                        library or "",
-                        QUEUED,
-                        int(prefetched),
-                        int(not prefetched),
-                        size,
-                        tape,
-                        now,
-                        now,
-                        path,
-                    ),
-                )
-                status = QUEUED
-            if ref:
-                c.execute(
-                    "INSERT OR IGNORE INTO requesters (path, kind, ref, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (path, kind, ref, now),
-                )
+            status = self._enqueue(c, path, library, kind, ref, False, size, tape)
             if trigger_prefetch and ref:
                 c.execute(
                     "INSERT INTO prefetch_triggers (taskid, path, library, created_at) "
                     "VALUES (?, ?, ?, ?)",
-                    (ref, path, library or "", now),
+                    (ref, path, library or "", self.clock()),
                 )
+        return status
+
+    def _enqueue(
+        self,
+        c: sqlite3.Connection,
+        path: str,
+        library: str | None,
+        kind: str,
+        ref: str,
+        prefetched: bool,
+        size: int | None,
+        tape: str | None,
+    ) -> str:
+        """The body of request() and add_prefetched(), inside the caller's transaction."""
+        now = self.clock()
+        row = c.execute("SELECT status, requested FROM files WHERE path = ?", (path,)).fetchone()
+        if row is None:
+            c.execute(
+                "INSERT INTO files (path, library, status, prefetched, requested, size, "
+                "tape, queued_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    path,
+                    library or "",
+                    QUEUED,
+                    int(prefetched),
+                    int(not prefetched),
+                    size,
+                    tape,
+                    now,
+                    now,
+                    now,
+                ),
+            )
+            status = QUEUED
+        elif row["status"] in ACTIVE:
+            status = row["status"]
+            if not prefetched and not row["requested"]:
+                c.execute("UPDATE files SET requested = 1 WHERE path = ?", (path,))
+        else:
+            c.execute(
+                "UPDATE files SET library = ?, status = ?, attempts = 0, last_error = NULL, "
+                "batch_id = NULL, prefetched = ?, requested = ?, size = coalesce(?, size), "
+                "tape = coalesce(?, tape), queued_at = ?, not_before = 0, updated_at = ?, "
+                "finished_at = NULL WHERE path = ?",
+                (
+                    library or "",
+                    QUEUED,
+                    int(prefetched),
+                    int(not prefetched),
+                    size,
+                    tape,
+                    now,
+                    now,
+                    path,
+                ),
+            )
+            status = QUEUED
+        if ref:
+            c.execute(
+                "INSERT OR IGNORE INTO requesters (path, kind, ref, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (path, kind, ref, now),
+            )
         return status
 
     def note_requester(self, path: str, kind: str, ref: str, *, requested: bool = True) -> None:
@@ -248,11 +260,12 @@ class Store:
 
     # -- the stager -----------------------------------------------------------
     def queued_by_library(self) -> list[sqlite3.Row]:
-        """Per library: how many files are ready to go and since when the oldest waits."""
+        """Per library: files ready to go, when the oldest and the newest were queued."""
         return (
             self.conn()
             .execute(
-                "SELECT library, count(*) AS n, min(queued_at) AS oldest FROM files "
+                "SELECT library, count(*) AS n, min(queued_at) AS oldest, "
+                "max(queued_at) AS newest FROM files "
                 "WHERE status = ? AND not_before <= ? GROUP BY library",
                 (QUEUED, self.clock()),
             )
@@ -313,6 +326,16 @@ class Store:
             (batch_id, RECALLING),
         )
         return {r[0]: r[1] for r in rows}
+
+    def mark_done(self, batch_id: int, done: Sequence[Update]) -> None:
+        """Record files of a running batch already verified on disk (progress)."""
+        now = self.clock()
+        with self.tx() as c:
+            c.executemany(
+                "UPDATE files SET status = ?, tape = coalesce(?, tape), updated_at = ?, "
+                "finished_at = ? WHERE path = ? AND batch_id = ? AND status = ?",
+                [(DONE, u.tape, now, now, u.path, batch_id, RECALLING) for u in done],
+            )
 
     def finish_batch(
         self,
@@ -399,18 +422,17 @@ class Store:
     def add_prefetched(
         self, taskid: str, library: str, files: Sequence[tuple[str, int, str | None]]
     ) -> int:
-        """Queue prefetched files (path, size, tape) for a task; charge its budget."""
+        """Queue prefetched files (path, size, tape) for a task and charge its
+        budget, in one transaction. Returns how many were newly queued."""
         n = nbytes = 0
-        for path, size, tape in files:
-            if (
-                self.request(
-                    path, library, "prefetch", taskid, prefetched=True, size=size, tape=tape
-                )
-                == QUEUED
-            ):
+        with self.tx() as c:
+            for path, size, tape in files:
+                was = c.execute("SELECT status FROM files WHERE path = ?", (path,)).fetchone()
+                if was is not None and was[0] in ACTIVE:
+                    continue
+                self._enqueue(c, path, library, "prefetch", taskid, True, size, tape)
                 n += 1
                 nbytes += size
-        with self.tx() as c:
             c.execute(
                 "INSERT INTO prefetch_budget (taskid, files, bytes) VALUES (?, ?, ?) "
                 "ON CONFLICT(taskid) DO UPDATE SET files = files + excluded.files, "

@@ -145,6 +145,7 @@ def base_config(tmp_path: Path, sim: SimLib) -> dict:
         "STATE_DIR": str(tmp_path / "state"),
         "EEADM_TIMEOUT": 30,
         "BATCH_WINDOW": 0,
+        "BATCH_QUIET": 0,
         "RECALL_RETRY_DELAY": 0,
         "STAGER_POLL": 0.05,
         "CACHE_TYPE": "SimpleCache",

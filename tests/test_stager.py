@@ -51,6 +51,21 @@ def test_batch_waits_for_the_window_then_takes_everything(staged, sim, clock):
     assert len(sim.invocations("file state")) == 1  # one verification call
 
 
+def test_a_steady_trickle_waits_for_quiet_but_not_forever(staged, sim, clock):
+    svc, stager = staged(BATCH_WINDOW=10, BATCH_QUIET=5, BATCH_MAX_WAIT=30)
+    files = iter(sim.files("M"))
+    for _ in range(9):  # a new file every 3 s: never 5 s of quiet
+        queue(svc, [next(files)])
+        run_step(stager)
+        clock.advance(3)
+    assert sim.invocations("recall") == []
+    queue(svc, [next(files)])
+    clock.advance(3)  # 30 s after the first file
+    run_step(stager)
+    assert len(sim.invocations("recall")) == 1
+    assert svc.store.batch(1)["n_files"] == 10
+
+
 def test_full_batches_go_at_once_and_remainder_waits(staged, sim):
     svc, stager = staged(BATCH_WINDOW=1000, BATCH_MAX_FILES=2, RECALL_CONCURRENCY=4)
     queue(svc, sim.files("M")[:5])
@@ -159,3 +174,18 @@ def test_baseline_mode_recalls_one_file_per_eeadm_call(staged, sim):
     run_step(stager)
     assert len(sim.invocations("recall")) == 4
     assert all(b == 1 for b in [svc.store.batch(i)["n_files"] for i in range(1, 5)])
+
+
+def test_progress_marks_files_already_on_disk_while_the_batch_runs(staged, sim):
+    svc, stager = staged()
+    m = sim.files("M")[:4]
+    queue(svc, m)
+    batch_id, _ = svc.store.claim("", 100)
+    subprocess.run(
+        [*sim.command, "recall"], input="\n".join(m[:2]), text=True, check=True, capture_output=True
+    )
+    calls = len(sim.invocations("file state"))
+    stager.progress()
+    assert len(sim.invocations("file state")) == calls + 1  # one call for the whole batch
+    assert [svc.store.lookup(p)["status"] for p in m] == [DONE, DONE, "recalling", "recalling"]
+    assert svc.store.batch(batch_id)["status"] == "running"

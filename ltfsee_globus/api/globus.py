@@ -81,8 +81,8 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
         age = svc.clock() - (rec["finished_at"] or 0.0)
         if rec["status"] == FAILED and age < s.FAILED_RETENTION:
             raise ApiError(502, "Recall failed", rec["last_error"])
-        if rec["status"] == DONE and age < s.CACHE_DEFAULT_TIMEOUT:
-            # verified on disk by the stager moments ago: as good as a cached state
+        if rec["status"] == DONE and age < s.VERIFIED_TTL:
+            # the stager verified it on disk after recalling it
             if not rec["requested"] or (taskid and not rec["known"]):
                 svc.store.note_requester(path, "globus", taskid or "")
             return "resident"

@@ -420,6 +420,7 @@ class Layout:
     time_scale: float = 100.0
     seed: int = 1
     subdir: str = "demo"
+    groups: int = 1  # >1 nests the directories as <subdir>/setG/runD (one set per transfer)
 
 
 def init_library(root: str | os.PathLike, layout: Layout, timing: Timing | None = None) -> Path:
@@ -434,7 +435,14 @@ def init_library(root: str | os.PathLike, layout: Layout, timing: Timing | None 
     libs = ["ts4500"] if layout.libraries == 1 else [f"lib{i}" for i in range(layout.libraries)]
     tapes = [(f"JD{i:04d}L9", f"POOL{i % 2}", libs[i % len(libs)]) for i in range(layout.tapes)]
 
-    dirs = [fs / layout.subdir / f"run{d:03d}" for d in range(layout.dirs)]
+    top = fs / layout.subdir
+    if layout.groups > 1:
+        dirs = [
+            top / f"set{d * layout.groups // layout.dirs}" / f"run{d:03d}"
+            for d in range(layout.dirs)
+        ]
+    else:
+        dirs = [top / f"run{d:03d}" for d in range(layout.dirs)]
     files: list[tuple[Path, int]] = []
     for i in range(layout.files):
         d = dirs[i * layout.dirs // layout.files]
@@ -450,10 +458,10 @@ def init_library(root: str | os.PathLike, layout: Layout, timing: Timing | None 
     # Groups of files written together: whole directories (clustered) or single files.
     on_tape = [i for i in range(layout.files) if state.get(i) != "R"]
     if layout.placement == "clustered":
-        groups: dict[Path, list[int]] = {}
+        by_dir: dict[Path, list[int]] = {}
         for i in on_tape:
-            groups.setdefault(files[i][0].parent, []).append(i)
-        chunks = list(groups.values())
+            by_dir.setdefault(files[i][0].parent, []).append(i)
+        chunks = list(by_dir.values())
         tape_of = {id(c): tapes[n % len(tapes)][0] for n, c in enumerate(chunks)}
     elif layout.placement == "random":
         chunks = [[i] for i in on_tape]
