@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from flask_caching import Cache
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings, load_settings
 from .eeadm import Eeadm
@@ -90,9 +91,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["ltfsee"] = Services(settings, store, eeadm, lookup, clock)
     register_error_handlers(app)
 
+    if settings.TRUST_PROXY:
+        n = settings.TRUST_PROXY
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
+
     from .api.globus import bp as globus_bp
     from .api.ops import bp as ops_bp
+    from .api.tape import bp as tape_bp
+    from .api.tape import wellknown
 
     app.register_blueprint(globus_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(wellknown)
+    app.register_blueprint(tape_bp, url_prefix=settings.TAPE_API_ROOT.rstrip("/"))
     return app

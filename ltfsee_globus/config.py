@@ -55,6 +55,12 @@ class Settings:
     FAILED_RETENTION: float = 3600.0
     VERIFIED_TTL: float = 3600.0
     LOOKUP_MAX_FILES: int = 500
+    TAPE_API_ROOT: str = "/api/v1"
+    SITENAME: str = "ltfsee-globus"
+    SITE_DESCRIPTION: str = "IBM Spectrum Archive EE tape staging"
+    STAGE_MAX_FILES: int = 10000
+    ARCHIVEINFO_MAX_FILES: int = 1000
+    TRUST_PROXY: int = 0
     PREFETCH: bool = True
     PREFETCH_MAX_FILES: int = 2000
     PREFETCH_MAX_BYTES: int = 20 * 10**12
@@ -166,6 +172,12 @@ def validate(s: Settings) -> None:
                 problems.append(f"STATE_DIR {s.STATE_DIR} is not writable")
         except OSError as exc:
             problems.append(f"STATE_DIR {s.STATE_DIR} cannot be created: {exc.strerror}")
+    if not s.TAPE_API_ROOT.startswith("/") or s.TAPE_API_ROOT.rstrip("/") in ("", "/api/v0.5"):
+        problems.append(
+            f"TAPE_API_ROOT {s.TAPE_API_ROOT!r} must be an absolute URL path of its own"
+        )
+    if s.TRUST_PROXY < 0:
+        problems.append("TRUST_PROXY must not be negative")
     if s.LOGLEVEL.upper() not in LOGLEVELS:
         problems.append(f"LOGLEVEL {s.LOGLEVEL!r} is not one of {', '.join(LOGLEVELS)}")
     if s.STAGER not in STAGER_MODES:
@@ -179,6 +191,8 @@ def validate(s: Settings) -> None:
         "LOOKUP_MAX_FILES",
         "MAX_BODY_BYTES",
         "STAGER_POLL",
+        "STAGE_MAX_FILES",
+        "ARCHIVEINFO_MAX_FILES",
     )
     for name in positive:
         if getattr(s, name) <= 0:

@@ -119,6 +119,7 @@ class Stager:
         self._reap()
         if self.settings.PREFETCH:
             self.prefetcher.run_triggers()
+        self.intake()
         now = self.clock()
         s = self.settings
         if now >= self._progress_at + s.PROGRESS_INTERVAL:
@@ -214,6 +215,33 @@ class Stager:
         output = log_file.read_text(errors="replace") if log_file.exists() else ""
         self.finish(batch_id, output, None)
         self._wake.set()
+
+    def intake(self) -> None:
+        """First look at new WLCG stage-request files: on disk, to recall, or failed.
+
+        One batched `eeadm file state` per chunk; migrated files join the
+        queue the Globus endpoint feeds (or the recall already holding them).
+        """
+        rows = self.store.unchecked_request_files(self.settings.LOOKUP_MAX_FILES)
+        if not rows:
+            return
+        present = [r["path"] for r in rows if os.path.isfile(r["path"])]
+        try:
+            states = self.eeadm.file_state(list(dict.fromkeys(present)))
+        except EeadmError as exc:
+            log.warning("stage request intake deferred: %s", exc)
+            return
+        for r in rows:
+            st = states.get(r["path"])
+            if st is None:
+                state, error = "FAILED", "No such file or directory"
+            elif not isinstance(st, FileState):
+                state, error = "FAILED", st.reason
+            elif st.on_disk:
+                state, error = "COMPLETED", None
+            else:
+                state, error = None, None
+            self.store.intake(r["request_id"], r["path"], r["library"], state, error)
 
     def progress(self) -> None:
         """Mark files of running batches that are already on disk as done.

@@ -82,7 +82,35 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (taskid, dir)
     );
     """,
+    # 2: WLCG Tape REST stage requests
+    """
+    CREATE TABLE stage_requests (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        library TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        started_at REAL
+    );
+    CREATE TABLE request_files (
+        request_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        checked INTEGER NOT NULL DEFAULT 0,
+        released INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (request_id, path)
+    );
+    CREATE INDEX request_files_path ON request_files (path);
+    CREATE INDEX request_files_unchecked ON request_files (checked);
+    """,
 ]
+
+#: WLCG Tape REST file states.
+SUBMITTED, STARTED, COMPLETED, CANCELLED = "SUBMITTED", "STARTED", "COMPLETED", "CANCELLED"
+FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 @dataclass(frozen=True)
@@ -240,7 +268,7 @@ class Store:
                 ),
             )
             status = QUEUED
-        if ref:
+        if kind:  # a Globus poll without a task id still counts as wanting the file
             c.execute(
                 "INSERT OR IGNORE INTO requesters (path, kind, ref, created_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -307,6 +335,11 @@ class Store:
                 "updated_at = ? WHERE path = ?",
                 [(RECALLING, batch_id, now, p) for p in paths],
             )
+            c.executemany(
+                "UPDATE request_files SET state = ?, started_at = coalesce(started_at, ?) "
+                "WHERE path = ? AND checked = 1 AND state = ?",
+                [(STARTED, now, p, SUBMITTED) for p in paths],
+            )
         return batch_id, paths
 
     def set_batch_pid(self, batch_id: int, pid: int) -> None:
@@ -336,6 +369,7 @@ class Store:
                 "finished_at = ? WHERE path = ? AND batch_id = ? AND status = ?",
                 [(DONE, u.tape, now, now, u.path, batch_id, RECALLING) for u in done],
             )
+            self._settle_requests(c, [(u.path, COMPLETED, None) for u in done], now)
 
     def finish_batch(
         self,
@@ -376,6 +410,24 @@ class Store:
                         RECALLING,
                     ),
                 )
+            final = {DONE: COMPLETED, FAILED: "FAILED"}
+            self._settle_requests(
+                c,
+                [(u.path, final[u.status], u.last_error) for u in updates if u.status in final],
+                now,
+            )
+
+    @staticmethod
+    def _settle_requests(
+        c: sqlite3.Connection, outcomes: Sequence[tuple[str, str, str | None]], now: float
+    ) -> None:
+        """Give the stage-request files of these paths their final state."""
+        c.executemany(
+            "UPDATE request_files SET state = ?, error = ?, finished_at = ?, "
+            "started_at = coalesce(started_at, ?) "
+            "WHERE path = ? AND checked = 1 AND state IN (?, ?)",
+            [(state, error, now, now, path, SUBMITTED, STARTED) for path, state, error in outcomes],
+        )
 
     # -- prefetch bookkeeping -------------------------------------------------
     def take_prefetch_triggers(self, limit: int = 100) -> list[sqlite3.Row]:
@@ -440,6 +492,120 @@ class Store:
                 (taskid, n, nbytes),
             )
         return n
+
+    # -- WLCG stage requests ----------------------------------------------------
+    def create_request(
+        self,
+        request_id: str,
+        owner: str,
+        library: str | None,
+        files: Sequence[tuple[str, str | None]],
+    ) -> None:
+        """Record a stage request: (path, error) per file; a file with an error
+        is FAILED at once, the others wait for the stager's intake."""
+        now = self.clock()
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO stage_requests (id, owner, library, created_at) VALUES (?,?,?,?)",
+                (request_id, owner, library or "", now),
+            )
+            c.executemany(
+                "INSERT INTO request_files (request_id, path, position, state, checked, error, "
+                "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        request_id,
+                        path,
+                        n,
+                        "FAILED" if err else SUBMITTED,
+                        int(bool(err)),
+                        err,
+                        now if err else None,
+                        now if err else None,
+                    )
+                    for n, (path, err) in enumerate(files)
+                ],
+            )
+
+    def stage_request(self, request_id: str) -> tuple[sqlite3.Row, list[sqlite3.Row]] | None:
+        conn = self.conn()
+        req = conn.execute("SELECT * FROM stage_requests WHERE id = ?", (request_id,)).fetchone()
+        if req is None:
+            return None
+        files = conn.execute(
+            "SELECT * FROM request_files WHERE request_id = ? ORDER BY position", (request_id,)
+        ).fetchall()
+        return req, files
+
+    def unchecked_request_files(self, limit: int) -> list[sqlite3.Row]:
+        return (
+            self.conn()
+            .execute(
+                "SELECT rf.request_id, rf.path, r.library FROM request_files rf "
+                "JOIN stage_requests r ON r.id = rf.request_id "
+                "WHERE rf.checked = 0 ORDER BY r.created_at, rf.position LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
+
+    def intake(
+        self, request_id: str, path: str, library: str, state: str | None, error: str | None
+    ) -> None:
+        """Settle one request file after its first look: on disk (COMPLETED),
+        failed (FAILED + error) or to recall (state None: queued, or joined to a
+        recall already queued or running)."""
+        now = self.clock()
+        with self.tx() as c:
+            if state is None:
+                status = self._enqueue(c, path, library, "wlcg", request_id, False, None, None)
+                state = STARTED if status == RECALLING else SUBMITTED
+            final = state in FINAL
+            c.execute(
+                "UPDATE request_files SET checked = 1, state = ?, error = ?, "
+                "started_at = CASE WHEN ? THEN ? END, finished_at = CASE WHEN ? THEN ? END "
+                "WHERE request_id = ? AND path = ? AND checked = 0",
+                (state, error, state != SUBMITTED, now, final, now, request_id, path),
+            )
+            c.execute(
+                "UPDATE stage_requests SET started_at = coalesce(started_at, ?) WHERE id = ?",
+                (now, request_id),
+            )
+
+    def cancel_request_files(self, request_id: str, paths: Sequence[str]) -> None:
+        """Cancel files of a request: drop its claim on each, and forget a queued
+        file nobody else wants. A running recall is never disturbed."""
+        now = self.clock()
+        with self.tx() as c:
+            for path in paths:
+                cur = c.execute(
+                    "UPDATE request_files SET state = ?, finished_at = ? "
+                    "WHERE request_id = ? AND path = ? AND state IN (?, ?)",
+                    (CANCELLED, now, request_id, path, SUBMITTED, STARTED),
+                )
+                if not cur.rowcount:
+                    continue
+                c.execute(
+                    "DELETE FROM requesters WHERE path = ? AND kind = 'wlcg' AND ref = ?",
+                    (path, request_id),
+                )
+                others = c.execute(
+                    "SELECT count(*) FROM requesters WHERE path = ?", (path,)
+                ).fetchone()[0]
+                if not others:
+                    c.execute("DELETE FROM files WHERE path = ? AND status = ?", (path, QUEUED))
+
+    def release_request_files(self, request_id: str, paths: Sequence[str]) -> None:
+        with self.tx() as c:
+            c.executemany(
+                "UPDATE request_files SET released = 1 WHERE request_id = ? AND path = ?",
+                [(request_id, p) for p in paths],
+            )
+
+    def delete_request(self, request_id: str) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM request_files WHERE request_id = ?", (request_id,))
+            c.execute("DELETE FROM stage_requests WHERE id = ?", (request_id,))
 
     # -- operators --------------------------------------------------------------
     def counts(self) -> dict:

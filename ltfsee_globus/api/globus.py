@@ -75,7 +75,7 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
     rec = svc.store.lookup(path, "globus", taskid or "")
     if rec is not None:
         if rec["status"] in ACTIVE:
-            if (taskid and not rec["known"]) or not rec["requested"]:
+            if not rec["known"] or not rec["requested"]:
                 svc.store.note_requester(path, "globus", taskid or "")
             return "archived"
         age = svc.clock() - (rec["finished_at"] or 0.0)
@@ -83,7 +83,7 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
             raise ApiError(502, "Recall failed", rec["last_error"])
         if rec["status"] == DONE and age < s.VERIFIED_TTL:
             # the stager verified it on disk after recalling it
-            if not rec["requested"] or (taskid and not rec["known"]):
+            if not rec["requested"] or not rec["known"]:
                 svc.store.note_requester(path, "globus", taskid or "")
             return "resident"
     require_file(path)

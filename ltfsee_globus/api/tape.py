@@ -1,0 +1,211 @@
+"""WLCG Tape REST API v1 (PROTOCOLS.md section 2) on the same store and stager.
+
+A stage request is a set of files in the queue the Globus endpoint feeds, so a
+file wanted by both is recalled once. The stager's intake gives each request
+file its first state (batched `eeadm file state`); from then on recalls move
+it. A bad file fails that file, never the request.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from ..app import Services, services
+from ..auth import authenticate
+from ..eeadm import EeadmError
+from ..errors import ApiError
+from ..parse import FileState
+from ..paths import check_managed, normalise
+from ..store import FINAL
+from .common import json_object
+from .globus import choose_library
+
+bp = Blueprint("tape", __name__)
+wellknown = Blueprint("wellknown", __name__)
+
+LOCALITY = {"R": "DISK", "P": "DISK_AND_TAPE", "M": "TAPE"}
+
+
+def _root(svc: Services) -> str:
+    return svc.settings.TAPE_API_ROOT.rstrip("/")
+
+
+@wellknown.get("/.well-known/wlcg-tape-rest-api")
+def discovery():
+    """Where the API is, as the client reached us (ProxyFix applies X-Forwarded-*)."""
+    svc = services()
+    s = svc.settings
+    return jsonify(
+        sitename=s.SITENAME,
+        description=s.SITE_DESCRIPTION,
+        endpoints=[
+            {
+                "uri": request.host_url.rstrip("/") + _root(svc),
+                "version": "v1",
+                "metadata": {
+                    "max_stage_files": s.STAGE_MAX_FILES,
+                    "max_archiveinfo_files": s.ARCHIVEINFO_MAX_FILES,
+                    "max_body_bytes": s.MAX_BODY_BYTES,
+                    "release": "recorded only: files are not evicted",
+                },
+            }
+        ],
+    )
+
+
+def _paths(body: dict[str, Any], limit: int) -> list[str]:
+    """The `paths` list of a body: strings, at most `limit` of them."""
+    paths = body.get("paths")
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+        raise ApiError(400, "Bad Request", "paths must be a non-empty list of strings")
+    if len(paths) > limit:
+        raise ApiError(413, "Payload Too Large", f"at most {limit} paths per request")
+    return paths
+
+
+def _same_path(raw: str) -> str:
+    """A path as requests store it: normalised when it can be, else as given."""
+    try:
+        return normalise(raw)
+    except ApiError:
+        return raw
+
+
+def _owned(svc: Services, request_id: str, owner: str):
+    found = svc.store.stage_request(request_id)
+    if found is None or found[0]["owner"] != owner:
+        raise ApiError(404, "Not Found", f"no stage request {request_id}")
+    return found
+
+
+def _in_request(files, paths: list[str]) -> list[str]:
+    """The request's own paths for `paths`; 400 naming one that is not in it."""
+    mine = {f["path"] for f in files}
+    wanted = list(dict.fromkeys(_same_path(p) for p in paths))
+    missing = [p for p in wanted if p not in mine]
+    if missing:
+        raise ApiError(400, "Bad Request", f"path not in the request: {missing[0]}")
+    return wanted
+
+
+@bp.post("/stage")
+def stage():
+    svc = services()
+    owner = authenticate(request, svc.settings.AUTH_KEY)
+    files = json_object().get("files")
+    if not isinstance(files, list) or not files:
+        raise ApiError(400, "Bad Request", "files must be a non-empty list")
+    if len(files) > svc.settings.STAGE_MAX_FILES:
+        raise ApiError(
+            413, "Payload Too Large", f"at most {svc.settings.STAGE_MAX_FILES} files per request"
+        )
+    entries: dict[str, str | None] = {}
+    for item in files:
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise ApiError(400, "Bad Request", "each file must be an object with a string path")
+        try:
+            path, error = check_managed(item["path"], svc.settings.MANAGED_ROOTS), None
+        except ApiError as exc:
+            path, error = item["path"], exc.detail
+        entries.setdefault(path, error)
+    request_id = str(uuid.uuid4())
+    library = choose_library(None, request_id, svc.settings.LTFSEE_LIB)
+    svc.store.create_request(request_id, owner, library, list(entries.items()))
+    resp = jsonify(requestId=request_id)
+    resp.status_code = 201
+    resp.headers["Location"] = f"{request.host_url.rstrip('/')}{_root(svc)}/stage/{request_id}"
+    return resp
+
+
+@bp.get("/stage/<request_id>")
+def stage_status(request_id: str):
+    svc = services()
+    owner = authenticate(request, svc.settings.AUTH_KEY)
+    req, files = _owned(svc, request_id, owner)
+    out_files = []
+    for f in files:
+        item: dict[str, Any] = {"path": f["path"], "state": f["state"]}
+        if f["started_at"] is not None:
+            item["startedAt"] = int(f["started_at"])
+        if f["finished_at"] is not None:
+            item["finishedAt"] = int(f["finished_at"])
+        if f["state"] == "FAILED":
+            item["error"] = f["error"] or "staging failed"
+        out_files.append(item)
+    body: dict[str, Any] = {
+        "id": req["id"],
+        "createdAt": int(req["created_at"]),
+        "startedAt": int(req["started_at"] or req["created_at"]),
+        "files": out_files,
+    }
+    if all(f["state"] in FINAL for f in files):
+        body["completedAt"] = int(max(f["finished_at"] or req["created_at"] for f in files))
+    return jsonify(body)
+
+
+@bp.post("/stage/<request_id>/cancel")
+def cancel(request_id: str):
+    svc = services()
+    owner = authenticate(request, svc.settings.AUTH_KEY)
+    _req, files = _owned(svc, request_id, owner)
+    paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
+    svc.store.cancel_request_files(request_id, paths)
+    return Response(status=200)
+
+
+@bp.delete("/stage/<request_id>")
+def delete(request_id: str):
+    svc = services()
+    owner = authenticate(request, svc.settings.AUTH_KEY)
+    _req, files = _owned(svc, request_id, owner)
+    svc.store.cancel_request_files(request_id, [f["path"] for f in files])
+    svc.store.delete_request(request_id)
+    return Response(status=200)
+
+
+@bp.post("/release/<request_id>")
+def release(request_id: str):
+    """Recorded only: nothing is evicted from disk (see README)."""
+    svc = services()
+    owner = authenticate(request, svc.settings.AUTH_KEY)
+    _req, files = _owned(svc, request_id, owner)
+    paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
+    svc.store.release_request_files(request_id, paths)
+    return Response(status=200)
+
+
+@bp.post("/archiveinfo")
+def archiveinfo():
+    svc = services()
+    authenticate(request, svc.settings.AUTH_KEY)
+    raw = _paths(json_object(), svc.settings.ARCHIVEINFO_MAX_FILES)
+    answers: list[dict[str, str]] = []
+    to_ask: list[str] = []
+    for p in raw:
+        try:
+            path = check_managed(p, svc.settings.MANAGED_ROOTS)
+        except ApiError as exc:
+            answers.append({"path": p, "error": exc.detail or exc.title})
+            continue
+        if not os.path.exists(path):
+            answers.append({"path": path, "error": "No such file or directory"})
+            continue
+        answers.append({"path": path})
+        to_ask.append(path)
+    try:
+        states = svc.lookup.fetch(list(dict.fromkeys(to_ask))) if to_ask else {}
+    except EeadmError as exc:
+        raise ApiError.from_eeadm(exc) from None
+    for a in answers:
+        if "error" in a:
+            continue
+        st = states[a["path"]]
+        if isinstance(st, FileState):
+            a["locality"] = LOCALITY[st.letter]
+        else:
+            a["error"] = st.reason
+    return jsonify(answers)
