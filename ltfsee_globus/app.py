@@ -96,12 +96,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
 
     from .api.globus import bp as globus_bp
+    from .api.openapi import bp as openapi_bp
     from .api.ops import bp as ops_bp
     from .api.tape import bp as tape_bp
     from .api.tape import wellknown
 
     app.register_blueprint(globus_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(openapi_bp)
     app.register_blueprint(wellknown)
     app.register_blueprint(tape_bp, url_prefix=settings.TAPE_API_ROOT.rstrip("/"))
     return app
