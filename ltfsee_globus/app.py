@@ -77,6 +77,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(config)
     clock = (config or {}).get("CLOCK", time.time)
     app = Flask(__name__)
+    app.url_map.strict_slashes = False  # gfal2 asks for "{api}/stage/" with a slash
     app.config.update(
         MAX_CONTENT_LENGTH=settings.MAX_BODY_BYTES,
         CACHE_TYPE=settings.CACHE_TYPE,

@@ -223,11 +223,12 @@ def start_gunicorn(env: dict, log: Path, workers: int = 2) -> Server:
             cwd=ROOT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    cert = env.get("CERTFILE")
+    url = f"{'https' if cert else 'http'}://{'localhost' if cert else '127.0.0.1'}:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+            if requests.get(url + "/healthz", timeout=1, verify=cert or True).status_code == 200:
                 return Server(url, proc, full_env, log)
         except requests.ConnectionError:
             time.sleep(0.1)

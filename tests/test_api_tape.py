@@ -228,3 +228,14 @@ def test_too_many_files_is_413(make_app, headers, sim):
     client = make_app(STAGE_MAX_FILES=2).test_client()
     files = [{"path": p} for p in sim.files("M")[:3]]
     assert call(client, "POST", f"{API}/stage", headers, {"files": files}).status_code == 413
+
+
+def test_trailing_slash_as_gfal2_sends_it(client, sim, headers):
+    resp = call(client, "POST", f"{API}/stage/", headers, {"files": [{"path": sim.files("M")[0]}]})
+    assert resp.status_code == 201
+    assert (
+        call(
+            client, "POST", f"{API}/archiveinfo/", headers, {"paths": [sim.files("R")[0]]}
+        ).get_json()[0]["locality"]
+        == "DISK"
+    )
