@@ -3,9 +3,10 @@
     gunicorn -c gunicorn.conf.py 'ltfsee_globus:create_app()'
 
 BIND (default 0.0.0.0:5000), WORKERS (2), THREADS (16), TIMEOUT (60),
-KEYFILE/CERTFILE (TLS when both are set), LOGLEVEL. With STAGER=embedded (the
-default) each worker runs a stager thread that waits for the STATE_DIR lock,
-so exactly one stages and another takes over if its worker dies.
+KEYFILE/CERTFILE (TLS when both are set), LOGLEVEL, ACCESS_LOG (true). With
+STAGER=embedded (the default) each worker runs a stager thread that waits for
+the STATE_DIR lock, so exactly one stages and another takes over if its worker
+dies.
 """
 
 import logging
@@ -27,6 +28,7 @@ graceful_timeout = 30
 keepalive = 5
 control_socket_disable = True  # unused, and it would write under $HOME
 logconfig = str(Path(__file__).resolve().parent / "logging.cfg")
+_access_log = _env.bool("ACCESS_LOG", True)
 keyfile = _env.str("KEYFILE", None)
 certfile = _env.str("CERTFILE", None)
 if bool(keyfile) != bool(certfile):
@@ -51,8 +53,9 @@ _check_settings()
 
 
 def post_worker_init(worker):
-    """Apply LOGLEVEL and start the embedded stager in this worker."""
+    """Apply LOGLEVEL and ACCESS_LOG, start the embedded stager in this worker."""
     svc = worker.wsgi.extensions["ltfsee"]
     logging.getLogger("ltfsee_globus").setLevel(svc.settings.LOGLEVEL.upper())
+    logging.getLogger("gunicorn.access").disabled = not _access_log
     if svc.settings.STAGER == "embedded":
         svc.start_stager()

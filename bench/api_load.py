@@ -28,6 +28,7 @@ from pathlib import Path
 
 import requests
 
+from ltfsee_globus import devserver
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
 from ltfsee_globus.store import Store
 
@@ -104,23 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         lib.close()
         calls = tmp / "calls.log"
-        eeadm = tmp / "eeadm"
-        eeadm.write_text(
-            "#!/bin/sh\n"
-            f"echo \"$1 $2\" >> '{calls}'\n"
-            'if [ "$1" = recall ]; then exec sleep 3600; fi\n'  # a recall that stays in flight
-            f"EEADM_SIM_DIR='{tmp / 'lib'}' "
-            f"exec '{sys.executable}' -m ltfsee_globus.sim.cli \"$@\"\n"
+        command = devserver.eeadm_wrapper(
+            tmp / "eeadm",
+            tmp / "lib",
+            calls,
+            before='if [ "$1" = recall ]; then exec sleep 3600; fi\n',  # stays in flight
         )
-        eeadm.chmod(0o755)
-        port = free_port()
         env = {
-            **os.environ,
             "AUTH_KEY": KEY,
-            "EEADM_COMMAND": str(eeadm),
+            "EEADM_COMMAND": command[0],
             "MANAGED_ROOTS": str(fs),
             "STATE_DIR": str(tmp / "state"),
-            "BIND": f"127.0.0.1:{port}",
             "WORKERS": str(args.workers),
             "THREADS": str(args.threads),
             "BATCH_WINDOW": "0",
@@ -128,33 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             "PREFETCH": "false",
             "LOGLEVEL": "WARNING",
             "CACHE_DEFAULT_TIMEOUT": "3600",
+            "ACCESS_LOG": "false",
         }
-        with open(tmp / "gunicorn.log", "wb") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "-c",
-                    str(ROOT / "gunicorn.conf.py"),
-                    "--access-logfile",
-                    "/dev/null",
-                    "ltfsee_globus:create_app()",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=ROOT,
-            )
-        url = f"http://127.0.0.1:{port}"
+        server = devserver.start(env, tmp / "gunicorn.log")
+        url = server.url
         try:
-            for _ in range(100):
-                try:
-                    if requests.get(url + "/healthz", timeout=1).ok:
-                        break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
             hdr = {"X-API-KEY": KEY}
             body_in_flight = {"path": migrated, "globus_taskid": "load"}
             requests.post(url + RECALL, json=body_in_flight, headers=hdr, timeout=10)
@@ -176,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(r)
                     print(json.dumps(r), flush=True)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
+            server.stop()
             store = Store(tmp / "state" / "ltfsee-globus.db")
             for batch in store.running_batches():  # the never-ending recall
                 with contextlib.suppress(ProcessLookupError, TypeError):

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import requests
 
+from ltfsee_globus import devserver
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,40 +120,19 @@ def task_files(files: list[str], k: int, tasks: int) -> list[str]:
     return [f for f in files if f.split("/set", 1)[1].split("/", 1)[0] in mine]
 
 
-def wrapper(tmp: Path, lib_root: Path) -> tuple[list[str], Path]:
-    calls = tmp / "calls.log"
-    script = tmp / "eeadm"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"echo \"$1 $2\" >> '{calls}'\n"
-        f"EEADM_SIM_DIR='{lib_root}' exec '{sys.executable}' -m ltfsee_globus.sim.cli \"$@\"\n"
-    )
-    script.chmod(0o755)
-    return [str(script)], calls
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_service(
     tmp: Path, lib_root: Path, command: list[str], mode: str, sc: Scenario
-) -> tuple[subprocess.Popen, str]:
+) -> devserver.Gunicorn:
     settings = dict(MODES[mode])
     settings["BATCH_WINDOW"] = settings["BATCH_WINDOW"] / sc.time_scale
     settings["PROGRESS_INTERVAL"] = 60 / sc.time_scale
     settings["BATCH_QUIET"] = settings["BATCH_WINDOW"]
     settings["BATCH_MAX_WAIT"] = 5 * settings["BATCH_WINDOW"]
-    port = free_port()
     env = {
-        **os.environ,
         "AUTH_KEY": KEY,
         "EEADM_COMMAND": " ".join(command),
         "MANAGED_ROOTS": str(lib_root),
         "STATE_DIR": str(tmp / "state"),
-        "BIND": f"127.0.0.1:{port}",
         "WORKERS": "2",
         "THREADS": "32",
         "STAGER_POLL": "0.05",
@@ -163,32 +141,7 @@ def start_service(
         "LOGLEVEL": "WARNING",
         **{k: str(v) for k, v in settings.items()},
     }
-    log = open(tmp / "gunicorn.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(ROOT / "gunicorn.conf.py"),
-            "ltfsee_globus:create_app()",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=ROOT,
-    )
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if requests.get(url + "/healthz", timeout=1).ok:
-                return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError((tmp / "gunicorn.log").read_text())
+    return devserver.start(env, tmp / "gunicorn.log")
 
 
 def play_task(
@@ -240,8 +193,10 @@ def run_mode(sc: Scenario, mode: str, work: Path) -> dict:
     tmp = Path(tempfile.mkdtemp(dir=work, prefix=f"{sc.layout}-{sc.tasks}-{mode}-"))
     lib_root = tmp / "lib"
     files = make_library(lib_root, sc)
-    command, calls = wrapper(tmp, lib_root)
-    proc, url = start_service(tmp, lib_root, command, mode, sc)
+    calls = tmp / "calls.log"
+    command = devserver.eeadm_wrapper(tmp / "eeadm", lib_root, calls)
+    server = start_service(tmp, lib_root, command, mode, sc)
+    url = server.url
     lib = Library(lib_root)
     try:
         start = lib.sim_now()
@@ -260,12 +215,11 @@ def run_mode(sc: Scenario, mode: str, work: Path) -> dict:
         makespan = max(r.finished_at for r in results) - start
         stats = lib.stats()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
+        server.stop()
         lib.close()
     invocations: dict[str, int] = {}
     for line in calls.read_text().splitlines() if calls.exists() else []:
-        sub = "recall" if line.startswith("recall") else line
+        sub = "recall" if line.startswith("recall") else " ".join(line.split()[:2])
         invocations[sub] = invocations.get(sub, 0) + 1
     lat = sorted(x for r in results for x in r.latencies)
     tapes = len(set(tape_of(lib_root, files)))

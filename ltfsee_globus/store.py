@@ -227,35 +227,22 @@ class Store:
         """The body of request() and add_prefetched(), inside the caller's transaction."""
         now = self.clock()
         row = c.execute("SELECT status, requested FROM files WHERE path = ?", (path,)).fetchone()
-        if row is None:
-            c.execute(
-                "INSERT INTO files (path, library, status, prefetched, requested, size, "
-                "tape, queued_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    path,
-                    library or "",
-                    QUEUED,
-                    int(prefetched),
-                    int(not prefetched),
-                    size,
-                    tape,
-                    now,
-                    now,
-                    now,
-                ),
-            )
-            status = QUEUED
-        elif row["status"] in ACTIVE:
+        if row is not None and row["status"] in ACTIVE:
             status = row["status"]
             if not prefetched and not row["requested"]:
                 c.execute("UPDATE files SET requested = 1 WHERE path = ?", (path,))
-        else:
+        else:  # new, or done/failed: queued afresh
             c.execute(
-                "UPDATE files SET library = ?, status = ?, attempts = 0, last_error = NULL, "
-                "batch_id = NULL, prefetched = ?, requested = ?, size = coalesce(?, size), "
-                "tape = coalesce(?, tape), queued_at = ?, not_before = 0, updated_at = ?, "
-                "finished_at = NULL WHERE path = ?",
+                "INSERT INTO files (path, library, status, prefetched, requested, size, tape, "
+                "queued_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(path) DO UPDATE SET library = excluded.library, status = "
+                "excluded.status, attempts = 0, last_error = NULL, batch_id = NULL, "
+                "prefetched = excluded.prefetched, requested = excluded.requested, "
+                "size = coalesce(excluded.size, size), tape = coalesce(excluded.tape, tape), "
+                "queued_at = excluded.queued_at, not_before = 0, "
+                "updated_at = excluded.updated_at, finished_at = NULL",
                 (
+                    path,
                     library or "",
                     QUEUED,
                     int(prefetched),
@@ -264,7 +251,7 @@ class Store:
                     tape,
                     now,
                     now,
-                    path,
+                    now,
                 ),
             )
             status = QUEUED

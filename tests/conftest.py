@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -18,10 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from ltfsee_globus import create_app
+from ltfsee_globus import create_app, devserver
 from ltfsee_globus.sim.library import Layout, Timing, init_library
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "test-key-0123456789"
 HEADERS = {"X-API-KEY": KEY}
 
@@ -89,15 +83,9 @@ def make_sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., S
         root = tmp_path / name
         fs = init_library(root, Layout(**defaults), Timing())
         calls = tmp_path / f"{name}-calls.log"
-        wrapper = write_script(
-            tmp_path / f"{name}-eeadm",
-            f"""\
-            echo "$*" >> '{calls}'
-            EEADM_SIM_DIR='{root}' exec '{sys.executable}' -m ltfsee_globus.sim.cli "$@"
-            """,
-        )
+        command = devserver.eeadm_wrapper(tmp_path / f"{name}-eeadm", root, calls)
         monkeypatch.setenv("EEADM_SIM_DIR", str(root))
-        return SimLib(root, fs, calls, [str(wrapper)])
+        return SimLib(root, fs, calls, command)
 
     return make
 
@@ -179,61 +167,23 @@ def client(app):
     return app.test_client()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     """A real gunicorn serving the app, started from the repository's config."""
 
     url: str
-    proc: subprocess.Popen
-    env: dict
-    log: Path
+    gunicorn: devserver.Gunicorn
+
+    @property
+    def env(self) -> dict:
+        return self.gunicorn.env
 
     def post(self, endpoint: str, body: dict, **kw) -> requests.Response:
         return requests.post(self.url + endpoint, json=body, headers=HEADERS, timeout=30, **kw)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal gunicorn's whole process group (master and workers)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        self.proc.wait(timeout=30)
-
-
-def start_gunicorn(env: dict, log: Path, workers: int = 2) -> Server:
-    port = free_port()
-    full_env = {**os.environ, **env, "BIND": f"127.0.0.1:{port}", "WORKERS": str(workers)}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(ROOT / "gunicorn.conf.py"),
-                "ltfsee_globus:create_app()",
-            ],
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-    cert = env.get("CERTFILE")
-    url = f"{'https' if cert else 'http'}://{'localhost' if cert else '127.0.0.1'}:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/healthz", timeout=1, verify=cert or True).status_code == 200:
-                return Server(url, proc, full_env, log)
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
+        self.gunicorn.stop(sig)
 
 
 @pytest.fixture
@@ -255,7 +205,8 @@ def start_server(server_env: dict, tmp_path: Path) -> Iterator[Callable[..., Ser
 
     def start(**overrides) -> Server:
         env = {**server_env, **{k: str(v) for k, v in overrides.items()}}
-        servers.append(start_gunicorn(env, tmp_path / f"gunicorn-{len(servers)}.log"))
+        g = devserver.start(env, tmp_path / f"gunicorn-{len(servers)}.log")
+        servers.append(Server(g.url, g))
         return servers[-1]
 
     yield start

@@ -75,11 +75,17 @@ def _same_path(raw: str) -> str:
         return raw
 
 
-def _owned(svc: Services, request_id: str, owner: str):
+def _owned(request_id: str):
+    """(services, request row, its files) for a request of the caller's key name.
+
+    Another key's request is as unknown as a missing one: 404.
+    """
+    svc = services()
+    owner = authenticate(request, svc.settings.AUTH_KEY)
     found = svc.store.stage_request(request_id)
     if found is None or found[0]["owner"] != owner:
         raise ApiError(404, "Not Found", f"no stage request {request_id}")
-    return found
+    return svc, *found
 
 
 def _in_request(files, paths: list[str]) -> list[str]:
@@ -123,9 +129,7 @@ def stage():
 
 @bp.get("/stage/<request_id>")
 def stage_status(request_id: str):
-    svc = services()
-    owner = authenticate(request, svc.settings.AUTH_KEY)
-    req, files = _owned(svc, request_id, owner)
+    _svc, req, files = _owned(request_id)
     out_files = []
     for f in files:
         item: dict[str, Any] = {"path": f["path"], "state": f["state"]}
@@ -149,9 +153,7 @@ def stage_status(request_id: str):
 
 @bp.post("/stage/<request_id>/cancel")
 def cancel(request_id: str):
-    svc = services()
-    owner = authenticate(request, svc.settings.AUTH_KEY)
-    _req, files = _owned(svc, request_id, owner)
+    svc, _req, files = _owned(request_id)
     paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
     svc.store.cancel_request_files(request_id, paths)
     return Response(status=200)
@@ -159,9 +161,7 @@ def cancel(request_id: str):
 
 @bp.delete("/stage/<request_id>")
 def delete(request_id: str):
-    svc = services()
-    owner = authenticate(request, svc.settings.AUTH_KEY)
-    _req, files = _owned(svc, request_id, owner)
+    svc, _req, files = _owned(request_id)
     svc.store.cancel_request_files(request_id, [f["path"] for f in files])
     svc.store.delete_request(request_id)
     return Response(status=200)
@@ -170,9 +170,7 @@ def delete(request_id: str):
 @bp.post("/release/<request_id>")
 def release(request_id: str):
     """Recorded only: nothing is evicted from disk (see README)."""
-    svc = services()
-    owner = authenticate(request, svc.settings.AUTH_KEY)
-    _req, files = _owned(svc, request_id, owner)
+    svc, _req, files = _owned(request_id)
     paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
     svc.store.release_request_files(request_id, paths)
     return Response(status=200)

@@ -1,0 +1,89 @@
+"""Run the service as deployed (gunicorn with this repository's config) for tests
+and benchmarks, and a logging `eeadm` wrapper over a simulated library.
+
+Not for production: it binds to loopback on a free port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def eeadm_wrapper(script: Path, library: Path, calls: Path, *, before: str = "") -> list[str]:
+    """Write an `eeadm` that logs each call ("$*") to `calls`, runs the shell
+    lines `before`, then execs eeadm-sim over `library`. Returns its command."""
+    script.write_text(
+        "#!/bin/sh\n"
+        f"echo \"$*\" >> '{calls}'\n"
+        f"{before}"
+        f"EEADM_SIM_DIR='{library}' exec '{sys.executable}' -m ltfsee_globus.sim.cli \"$@\"\n"
+    )
+    script.chmod(0o755)
+    return [str(script)]
+
+
+@dataclass
+class Gunicorn:
+    """A running gunicorn (its own process group) and its URL."""
+
+    url: str
+    proc: subprocess.Popen
+    env: dict[str, str]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal master and workers at once; wait for the master."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=60)
+
+
+def start(env: Mapping[str, str], log: Path, *, timeout: float = 30) -> Gunicorn:
+    """Start gunicorn with `env` over the environment; TLS when CERTFILE is set."""
+    port = free_port()
+    full = {**os.environ, **env, "BIND": f"127.0.0.1:{port}"}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "gunicorn.conf.py"),
+                "ltfsee_globus:create_app()",
+            ],
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    cert = full.get("CERTFILE")
+    url = f"https://localhost:{port}" if cert else f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/healthz", timeout=2, verify=cert or True).ok:
+                return Gunicorn(url, proc, full)
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
+            time.sleep(0.1)
+    Gunicorn(url, proc, full).stop(signal.SIGKILL)
+    raise RuntimeError(f"gunicorn did not start:\n{log.read_text(errors='replace')}")
