@@ -156,7 +156,7 @@ def cancel(request_id: str):
     svc, _req, files = _owned(request_id)
     paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
     svc.store.cancel_request_files(request_id, paths)
-    return Response(status=200)
+    return Response(status=200, mimetype="text/plain")
 
 
 @bp.delete("/stage/<request_id>")
@@ -164,7 +164,7 @@ def delete(request_id: str):
     svc, _req, files = _owned(request_id)
     svc.store.cancel_request_files(request_id, [f["path"] for f in files])
     svc.store.delete_request(request_id)
-    return Response(status=200)
+    return Response(status=200, mimetype="text/plain")
 
 
 @bp.post("/release/<request_id>")
@@ -173,7 +173,7 @@ def release(request_id: str):
     svc, _req, files = _owned(request_id)
     paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
     svc.store.release_request_files(request_id, paths)
-    return Response(status=200)
+    return Response(status=200, mimetype="text/plain")
 
 
 @bp.post("/archiveinfo")
