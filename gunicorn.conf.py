@@ -2,7 +2,7 @@
 
     gunicorn -c gunicorn.conf.py 'ltfsee_globus:create_app()'
 
-BIND (default 0.0.0.0:5000), WORKERS (2), THREADS (16), TIMEOUT (60),
+BIND (default 0.0.0.0:5000), WORKERS (2), THREADS (8), TIMEOUT (60),
 KEYFILE/CERTFILE (TLS when both are set), LOGLEVEL, ACCESS_LOG (true). With
 STAGER=embedded (the default) each worker runs a stager thread that waits for
 the STATE_DIR lock, so exactly one stages and another takes over if its worker
@@ -22,7 +22,7 @@ if Path(".env").is_file():
 bind = [_env.str("BIND", "0.0.0.0:5000")]
 worker_class = "gthread"
 workers = _env.int("WORKERS", 2)
-threads = _env.int("THREADS", 16)
+threads = _env.int("THREADS", 8)
 timeout = _env.int("TIMEOUT", 60)
 graceful_timeout = 30
 keepalive = 5

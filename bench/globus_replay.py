@@ -99,6 +99,7 @@ class TaskResult:
     files: int
     done: int = 0
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
     polls: int = 0
     latencies: list[float] = field(default_factory=list)
     finished_at: float = 0.0  # simulated
@@ -127,14 +128,13 @@ def start_service(
     settings["BATCH_WINDOW"] = settings["BATCH_WINDOW"] / sc.time_scale
     settings["PROGRESS_INTERVAL"] = 60 / sc.time_scale
     settings["BATCH_QUIET"] = settings["BATCH_WINDOW"]
-    settings["BATCH_MAX_WAIT"] = 5 * settings["BATCH_WINDOW"]
+    settings["BATCH_MAX_WAIT"] = 10 * settings["BATCH_WINDOW"]
     env = {
         "AUTH_KEY": KEY,
         "EEADM_COMMAND": " ".join(command),
         "MANAGED_ROOTS": str(lib_root),
         "STATE_DIR": str(tmp / "state"),
         "WORKERS": "2",
-        "THREADS": "32",
         "STAGER_POLL": "0.05",
         "RECALL_RETRY_DELAY": "1",
         "CACHE_DEFAULT_TIMEOUT": "5",
@@ -162,9 +162,9 @@ def play_task(
                 headers={"X-API-KEY": KEY},
                 timeout=30,
             )
-            state = r.json().get("state", "error") if r.status_code == 201 else "error"
-        except requests.RequestException:
-            state = "error"
+            state = r.json().get("state") if r.status_code == 201 else f"HTTP {r.status_code}"
+        except requests.RequestException as exc:
+            state = type(exc).__name__
         result.latencies.append(time.monotonic() - t0)
         return path, state
 
@@ -184,6 +184,7 @@ def play_task(
                     result.done += 1
                 else:
                     result.errors += 1
+                    result.error_kinds[state] = result.error_kinds.get(state, 0) + 1
             if due:
                 time.sleep(max(min(due.values()) - time.monotonic(), 0.0))
     result.finished_at = lib.sim_now()
@@ -230,6 +231,10 @@ def run_mode(sc: Scenario, mode: str, work: Path) -> dict:
         "optimum_mounts": tapes,
         "files_done": sum(r.done for r in results),
         "errors": sum(r.errors for r in results),
+        "error_kinds": {
+            k: sum(r.error_kinds.get(k, 0) for r in results)
+            for k in {k for r in results for k in r.error_kinds}
+        },
         "polls": sum(r.polls for r in results),
         "eeadm": invocations,
         "first_recall_at": round(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import posixpath
 from collections.abc import Sequence
 
 from .errors import ApiError
@@ -46,13 +46,28 @@ def under(path: str, roots: Sequence[str]) -> str | None:
     return None
 
 
-def check_managed(raw: object, roots: Sequence[str]) -> str:
-    """Normalise `raw` and require it (and where its links lead) under a managed root.
-
-    403 says nothing about whether the file exists.
-    """
+def check_managed(raw: object, roots: Sequence[str], *, resolve: bool = True) -> str:
+    """Normalise `raw` and require it under a managed root; with `resolve`,
+    where its links lead too (see check_resolved). 403 says nothing about
+    whether the file exists."""
     path = normalise(raw)
-    real_roots = [os.path.realpath(r) for r in roots]
-    if under(path, roots) is None or under(os.path.realpath(path), real_roots) is None:
+    if under(path, roots) is None:
         raise ApiError(403, "Forbidden", "path is outside the managed file systems")
-    return posixpath.normpath(path)
+    if resolve:
+        check_resolved(path, roots)
+    return path
+
+
+@functools.lru_cache(maxsize=16)
+def _real_roots(roots: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(os.path.realpath(r) for r in roots)
+
+
+def check_resolved(path: str, roots: Sequence[str]) -> None:
+    """403 when symbolic links take `path` out of the managed roots.
+
+    Needed before the file system or eeadm is touched; a file the store
+    already holds was checked when it was queued.
+    """
+    if under(os.path.realpath(path), _real_roots(tuple(roots))) is None:
+        raise ApiError(403, "Forbidden", "path is outside the managed file systems")

@@ -418,6 +418,8 @@ class Store:
 
     # -- prefetch bookkeeping -------------------------------------------------
     def take_prefetch_triggers(self, limit: int = 100) -> list[sqlite3.Row]:
+        if self.conn().execute("SELECT 1 FROM prefetch_triggers LIMIT 1").fetchone() is None:
+            return []  # the usual case: no write transaction on every stager pass
         with self.tx() as c:
             rows = c.execute(
                 "SELECT * FROM prefetch_triggers ORDER BY id LIMIT ?", (limit,)

@@ -20,7 +20,7 @@ from ..auth import authenticate
 from ..eeadm import EeadmError
 from ..errors import ApiError
 from ..parse import FileState
-from ..paths import check_managed
+from ..paths import check_managed, check_resolved
 from ..store import ACTIVE, DONE, FAILED
 from .common import json_object, optional_str
 
@@ -86,6 +86,7 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
             if not rec["requested"] or not rec["known"]:
                 svc.store.note_requester(path, "globus", taskid or "")
             return "resident"
+    check_resolved(path, s.MANAGED_ROOTS)
     require_file(path)
     st = current_state(svc, path, rec["updated_at"] if rec else 0.0)
     if st.on_disk:
@@ -113,7 +114,7 @@ def globus_recall():
     svc = services()
     authenticate(request, svc.settings.AUTH_KEY)
     body = json_object()
-    path = check_managed(body.get("path"), svc.settings.MANAGED_ROOTS)
+    path = check_managed(body.get("path"), svc.settings.MANAGED_ROOTS, resolve=False)
     taskid = optional_str(body, "globus_taskid")
     library = choose_library(optional_str(body, "library"), taskid, svc.settings.LTFSEE_LIB)
     return jsonify(state=poll(svc, path, taskid, library)), 201
