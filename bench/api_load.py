@@ -7,7 +7,7 @@ request at 8 and 64 concurrent connections for two files: one resident
 from the store). It also counts the eeadm calls made during the in-flight run.
 
     apt-get install wrk
-    python bench/api_load.py [--seconds 10] [--workers 2] [--threads 16]
+    python bench/api_load.py [--seconds 10] [--workers 2] [--threads 8]
 """
 
 from __future__ import annotations

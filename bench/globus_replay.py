@@ -307,8 +307,9 @@ def chart(rows: list[dict], path: Path) -> None:
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_title(title)
         ax.set_yscale("log")
-    axes[0].legend()
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(modes))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=100)
 
 

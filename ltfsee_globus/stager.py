@@ -160,7 +160,8 @@ class Stager:
                 del self._threads[batch_id]
 
     def wait_idle(self) -> None:
-        """Join every recall thread (for orderly shutdown in tests and the CLI)."""
+        """Join every recall thread (tests; in service a stopping stager leaves
+        its recalls running, to be adopted after the restart)."""
         for thread in list(self._threads.values()):
             thread.join()
         self._reap()

@@ -43,19 +43,19 @@ def choose_library(explicit: str | None, taskid: str | None, libraries: list[str
     return None
 
 
-def require_file(path: str) -> None:
-    """404 when the file does not exist; 400 when it is not a regular file.
-
-    A permission error is left to eeadm (which usually runs as root).
-    """
+def require_file(path: str) -> os.stat_result | None:
+    """The file's stat; 404 when it does not exist, 400 when it is not a
+    regular file. None when we may not look: that is left to eeadm (which
+    usually runs as root)."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         raise ApiError(404, "Not Found", "no such file") from None
     except PermissionError:
-        return
+        return None
     if not stat.S_ISREG(st.st_mode):
         raise ApiError(400, "Bad Request", "path is not a regular file")
+    return st
 
 
 def current_state(svc: Services, path: str, newer_than: float) -> FileState:
@@ -72,37 +72,34 @@ def current_state(svc: Services, path: str, newer_than: float) -> FileState:
 def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> str:
     """`resident` or `archived` for one Globus poll; queues the file if it must be recalled."""
     s = svc.settings
-    rec = svc.store.lookup(path, "globus", taskid or "")
+    ref = taskid or ""
+    rec = svc.store.lookup(path, "globus", ref)
     if rec is not None:
-        if rec["status"] in ACTIVE:
-            if not rec["known"] or not rec["requested"]:
-                svc.store.note_requester(path, "globus", taskid or "")
-            return "archived"
+        answer = None
         age = svc.clock() - (rec["finished_at"] or 0.0)
-        if rec["status"] == FAILED and age < s.FAILED_RETENTION:
+        if rec["status"] in ACTIVE:
+            answer = "archived"
+        elif rec["status"] == DONE and age < s.VERIFIED_TTL:
+            answer = "resident"  # the stager verified it on disk after recalling it
+        elif rec["status"] == FAILED and age < s.FAILED_RETENTION:
             raise ApiError(502, "Recall failed", rec["last_error"])
-        if rec["status"] == DONE and age < s.VERIFIED_TTL:
-            # the stager verified it on disk after recalling it
-            if not rec["requested"] or not rec["known"]:
-                svc.store.note_requester(path, "globus", taskid or "")
-            return "resident"
+        if answer:
+            if not rec["known"] or not rec["requested"]:  # who wants it, and useful prefetch
+                svc.store.note_requester(path, "globus", ref)
+            return answer
     check_resolved(path, s.MANAGED_ROOTS)
-    require_file(path)
+    info = require_file(path)
     st = current_state(svc, path, rec["updated_at"] if rec else 0.0)
     if st.on_disk:
-        if rec is not None and rec["prefetched"] and not rec["requested"]:
-            svc.store.note_requester(path, "globus", taskid or "")
+        if rec is not None and not rec["requested"]:  # prefetched long ago, asked for now
+            svc.store.note_requester(path, "globus", ref)
         return "resident"
-    try:
-        size = os.stat(path).st_size
-    except OSError:
-        size = None
     svc.store.request(
         path,
         library,
         "globus",
-        taskid or "",
-        size=size,
+        ref,
+        size=info.st_size if info else None,
         tape=st.tapes[0] if st.tapes else None,
         trigger_prefetch=s.PREFETCH and bool(taskid),
     )
