@@ -168,7 +168,7 @@ def play_task(
         result.latencies.append(time.monotonic() - t0)
         return path, state
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(OUTSTANDING) as pool:  # Globus runs each stage app at once
         while pending or due:
             while pending and len(due) < OUTSTANDING:
                 due[pending.pop()] = 0.0

@@ -78,12 +78,16 @@ def start(env: Mapping[str, str], log: Path, *, timeout: float = 30) -> Gunicorn
         )
     cert = full.get("CERTFILE")
     url = f"https://localhost:{port}" if cert else f"http://127.0.0.1:{port}"
+    server = Gunicorn(url, proc, full)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/healthz", timeout=2, verify=cert or True).ok:
-                return Gunicorn(url, proc, full)
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy starting
-            time.sleep(0.1)
-    Gunicorn(url, proc, full).stop(signal.SIGKILL)
-    raise RuntimeError(f"gunicorn did not start:\n{log.read_text(errors='replace')}")
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "/healthz", timeout=2, verify=cert or True).ok:
+                    return server
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or busy
+                time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not start:\n{log.read_text(errors='replace')}")
+    except BaseException:
+        server.stop(signal.SIGKILL)  # never leave a server behind
+        raise
