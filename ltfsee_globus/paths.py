@@ -71,3 +71,12 @@ def check_resolved(path: str, roots: Sequence[str]) -> None:
     """
     if under(os.path.realpath(path), _real_roots(tuple(roots))) is None:
         raise ApiError(403, "Forbidden", "path is outside the managed file systems")
+
+
+def is_clean(path: str) -> bool:
+    """True when `path` is one the API itself would accept (see normalise): for
+    paths found by walking the file system, which must meet the same rules."""
+    try:
+        return normalise(path) == path
+    except ApiError:
+        return False

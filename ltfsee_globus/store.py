@@ -106,11 +106,32 @@ MIGRATIONS: list[str] = [
     CREATE INDEX request_files_path ON request_files (path);
     CREATE INDEX request_files_unchecked ON request_files (checked);
     """,
+    # 3: prefetch precision per task (replaces the budget and the scanned directories)
+    """
+    CREATE TABLE prefetch_tasks (
+        taskid TEXT PRIMARY KEY,
+        files INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        asked_files INTEGER NOT NULL DEFAULT 0,
+        asked_bytes INTEGER NOT NULL DEFAULT 0,
+        dropped_files INTEGER NOT NULL DEFAULT 0,
+        dropped_bytes INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL DEFAULT 0
+    );
+    INSERT INTO prefetch_tasks (taskid, files, bytes) SELECT taskid, files, bytes
+        FROM prefetch_budget;
+    DROP TABLE prefetch_budget;
+    DROP TABLE prefetch_scanned;
+    CREATE INDEX requesters_path ON requesters (path, kind);
+    """,
 ]
 
 #: WLCG Tape REST file states.
 SUBMITTED, STARTED, COMPLETED, CANCELLED = "SUBMITTED", "STARTED", "COMPLETED", "CANCELLED"
 FINAL = ("COMPLETED", "FAILED", "CANCELLED")
+
+#: What is counted per task about prefetch: queued, later asked for, dropped.
+PREFETCH_FIELDS = ("files", "bytes", "asked_files", "asked_bytes", "dropped_files", "dropped_bytes")
 
 
 @dataclass(frozen=True)
@@ -206,11 +227,7 @@ class Store:
         with self.tx() as c:
             status = self._enqueue(c, path, library, kind, ref, False, size, tape)
             if trigger_prefetch and ref:
-                c.execute(
-                    "INSERT INTO prefetch_triggers (taskid, path, library, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (ref, path, library or "", self.clock()),
-                )
+                self._trigger(c, ref, path, library or "", self.clock())
         return status
 
     def _enqueue(
@@ -229,8 +246,8 @@ class Store:
         row = c.execute("SELECT status, requested FROM files WHERE path = ?", (path,)).fetchone()
         if row is not None and row["status"] in ACTIVE:
             status = row["status"]
-            if not prefetched and not row["requested"]:
-                c.execute("UPDATE files SET requested = 1 WHERE path = ?", (path,))
+            if not prefetched:
+                self._confirm(c, path)
         else:  # new, or done/failed: queued afresh
             c.execute(
                 "INSERT INTO files (path, library, status, prefetched, requested, size, tape, "
@@ -263,15 +280,44 @@ class Store:
             )
         return status
 
-    def note_requester(self, path: str, kind: str, ref: str, *, requested: bool = True) -> None:
+    def note_requester(
+        self, path: str, kind: str, ref: str, *, trigger_prefetch: bool = False
+    ) -> None:
         """Record that (kind, ref) asked for a file we already track."""
+        now = self.clock()
         with self.tx() as c:
-            c.execute(
+            cur = c.execute(
                 "INSERT OR IGNORE INTO requesters (path, kind, ref, created_at) VALUES (?,?,?,?)",
-                (path, kind, ref, self.clock()),
+                (path, kind, ref, now),
             )
-            if requested:
-                c.execute("UPDATE files SET requested = 1 WHERE path = ?", (path,))
+            self._confirm(c, path)
+            if trigger_prefetch and ref and cur.rowcount:
+                self._trigger(c, ref, path, "", now)
+
+    @staticmethod
+    def _trigger(c: sqlite3.Connection, taskid: str, path: str, library: str, now: float) -> None:
+        """Tell the prefetcher that a task asked for a file it had not asked for before."""
+        c.execute(
+            "INSERT INTO prefetch_triggers (taskid, path, library, created_at) VALUES (?,?,?,?)",
+            (taskid, path, library, now),
+        )
+
+    @staticmethod
+    def _confirm(c: sqlite3.Connection, path: str) -> None:
+        """Mark a file as asked for by a client; a prefetched one counts as a hit
+        for the task whose prefetch queued it."""
+        row = c.execute(
+            "UPDATE files SET requested = 1 WHERE path = ? AND requested = 0 "
+            "RETURNING prefetched, coalesce(size, 0)",
+            (path,),
+        ).fetchone()
+        if row is not None and row[0]:
+            c.execute(
+                "UPDATE prefetch_tasks SET asked_files = asked_files + 1, "
+                "asked_bytes = asked_bytes + ? WHERE taskid IN "
+                "(SELECT ref FROM requesters WHERE path = ? AND kind = 'prefetch')",
+                (row[1], path),
+            )
 
     # -- the stager -----------------------------------------------------------
     def queued_by_library(self) -> list[sqlite3.Row]:
@@ -433,22 +479,25 @@ class Store:
         )
         return [r[0] for r in rows]
 
-    def mark_scanned(self, taskid: str, directory: str) -> bool:
-        """Record that a task's directory was scanned; False if it already was."""
-        with self.tx() as c:
-            cur = c.execute(
-                "INSERT OR IGNORE INTO prefetch_scanned (taskid, dir) VALUES (?, ?)",
-                (taskid, directory),
-            )
-        return cur.rowcount == 1
-
-    def prefetch_budget(self, taskid: str) -> tuple[int, int]:
+    def prefetch_unconfirmed(self, taskid: str) -> tuple[int, int]:
+        """Files and bytes prefetched for a task that no client asked for (yet)."""
         row = (
             self.conn()
-            .execute("SELECT files, bytes FROM prefetch_budget WHERE taskid = ?", (taskid,))
+            .execute(
+                "SELECT files - asked_files - dropped_files, bytes - asked_bytes - dropped_bytes "
+                "FROM prefetch_tasks WHERE taskid = ?",
+                (taskid,),
+            )
             .fetchone()
         )
         return (row[0], row[1]) if row else (0, 0)
+
+    def active_tapes(self) -> set[str]:
+        """Tapes of the files queued or recalling: they will be mounted anyway."""
+        rows = self.conn().execute(
+            "SELECT DISTINCT tape FROM files WHERE status IN (?, ?) AND tape IS NOT NULL", ACTIVE
+        )
+        return {r[0] for r in rows}
 
     def known(self, paths: Iterable[str]) -> dict[str, str]:
         """Status of those of `paths` we have records for."""
@@ -463,9 +512,10 @@ class Store:
     def add_prefetched(
         self, taskid: str, library: str, files: Sequence[tuple[str, int, str | None]]
     ) -> int:
-        """Queue prefetched files (path, size, tape) for a task and charge its
-        budget, in one transaction. Returns how many were newly queued."""
+        """Queue prefetched files (path, size, tape) for a task and count them
+        against it, in one transaction. Returns how many were newly queued."""
         n = nbytes = 0
+        now = self.clock()
         with self.tx() as c:
             for path, size, tape in files:
                 was = c.execute("SELECT status FROM files WHERE path = ?", (path,)).fetchone()
@@ -475,12 +525,43 @@ class Store:
                 n += 1
                 nbytes += size
             c.execute(
-                "INSERT INTO prefetch_budget (taskid, files, bytes) VALUES (?, ?, ?) "
+                "INSERT INTO prefetch_tasks (taskid, files, bytes, updated_at) VALUES (?,?,?,?) "
                 "ON CONFLICT(taskid) DO UPDATE SET files = files + excluded.files, "
-                "bytes = bytes + excluded.bytes",
-                (taskid, n, nbytes),
+                "bytes = bytes + excluded.bytes, updated_at = excluded.updated_at",
+                (taskid, n, nbytes, now),
             )
         return n
+
+    def drop_prefetched(self, taskid: str) -> tuple[int, int]:
+        """Forget a task's prefetched files that are still queued and that no
+        client asked for (the evidence turned). Returns files and bytes dropped."""
+        with self.tx() as c:
+            rows = c.execute(
+                "SELECT f.path, coalesce(f.size, 0) FROM files f JOIN requesters r "
+                "ON r.path = f.path AND r.kind = 'prefetch' AND r.ref = ? "
+                "WHERE f.status = ? AND f.requested = 0 AND f.prefetched = 1",
+                (taskid, QUEUED),
+            ).fetchall()
+            for path, _ in rows:
+                c.execute("DELETE FROM requesters WHERE path = ?", (path,))
+                c.execute("DELETE FROM files WHERE path = ?", (path,))
+            n, nbytes = len(rows), sum(r[1] for r in rows)
+            if n:
+                c.execute(
+                    "UPDATE prefetch_tasks SET dropped_files = dropped_files + ?, "
+                    "dropped_bytes = dropped_bytes + ?, updated_at = ? WHERE taskid = ?",
+                    (n, nbytes, self.clock(), taskid),
+                )
+        return n, nbytes
+
+    def prefetch_tasks(self, limit: int = 20) -> list[dict]:
+        """Prefetch precision of the tasks most recently prefetched for."""
+        rows = self.conn().execute(
+            "SELECT taskid, files, bytes, asked_files, asked_bytes, dropped_files, "
+            "dropped_bytes FROM prefetch_tasks ORDER BY updated_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(r) for r in rows]
 
     # -- WLCG stage requests ----------------------------------------------------
     def create_request(
@@ -603,7 +684,9 @@ class Store:
         files = dict(conn.execute("SELECT status, count(*) FROM files GROUP BY status"))
         batches = dict(conn.execute("SELECT status, count(*) FROM batches GROUP BY status"))
         pf = conn.execute(
-            "SELECT count(*), coalesce(sum(requested), 0) FROM files WHERE prefetched = 1"
+            "SELECT coalesce(sum(files), 0), coalesce(sum(bytes), 0), "
+            "coalesce(sum(asked_files), 0), coalesce(sum(asked_bytes), 0), "
+            "coalesce(sum(dropped_files), 0), coalesce(sum(dropped_bytes), 0) FROM prefetch_tasks"
         ).fetchone()
         oldest = conn.execute(
             "SELECT min(queued_at) FROM files WHERE status = ?", (QUEUED,)
@@ -611,6 +694,6 @@ class Store:
         return {
             "files": {s: files.get(s, 0) for s in (QUEUED, RECALLING, DONE, FAILED)},
             "batches": {"running": batches.get("running", 0), "done": batches.get("done", 0)},
-            "prefetch": {"files": pf[0], "requested_later": pf[1]},
+            "prefetch": dict(zip(PREFETCH_FIELDS, pf, strict=True)),
             "oldest_queued_age": None if oldest is None else max(self.clock() - oldest, 0.0),
         }

@@ -46,6 +46,18 @@ class SimLib:
         finally:
             conn.close()
 
+    def tapes(self) -> dict[str, str]:
+        """Each file on tape and its tape as `eeadm file state` names it (VOLSER@POOL@LIB)."""
+        conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
+        try:
+            rows = conn.execute(
+                "SELECT f.path, t.volser || '@' || t.pool || '@' || t.library "
+                "FROM files f JOIN tapes t ON t.volser = f.tape"
+            )
+            return dict(rows.fetchall())
+        finally:
+            conn.close()
+
     def invocations(self, sub: str | None = None) -> list[str]:
         if not self.calls.exists():
             return []

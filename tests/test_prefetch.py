@@ -1,101 +1,275 @@
-"""Tape-aware prefetch over the real store, walk and simulator lookups."""
+"""Prefetch on evidence: the decision on a fake tree, then the prefetcher on the real
+store and simulator."""
 
 import json
 import posixpath
+import random
 
-from ltfsee_globus.prefetch import Prefetcher
+import pytest
+
+from ltfsee_globus.prefetch import WINDOW, Outlook, Prefetcher, Tree, assess, walk_key
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 
+# -- the decision, on a fake tree ---------------------------------------------------------
+# /fs/p/set0/run000..run003 and /fs/p/set1/run004..run007, 50 files each, f000..f049.
+DIRS = [f"/fs/p/set{d // 4}/run{d:03d}" for d in range(8)]
+FILES = [f"{d}/f{i:03d}" for d in DIRS for i in range(50)]
 
-def poll(client, headers, path, task="task-1"):
-    resp = client.post(
+
+def fake_tree(paths):
+    """A Tree whose listings come from `paths` (every file has size 1)."""
+    children: dict[str, dict[str, bool]] = {}
+    for p in paths:
+        parts = p.split("/")
+        for n in range(2, len(parts) + 1):
+            parent, name = "/".join(parts[: n - 1]) or "/", parts[n - 1]
+            children.setdefault(parent, {})[name] = n < len(parts)
+    return Tree(lambda d: sorted((n, is_dir, 1) for n, is_dir in children.get(d, {}).items()))
+
+
+def in_dir(d, idx):
+    return [f"{DIRS[d]}/f{i:03d}" for i in idx]
+
+
+def first(n, start=0):
+    return FILES[start : start + n]
+
+
+rng = random.Random(3)
+CASES = {
+    # name: (asked, on disk, widen, expected outlook)
+    "fewer than a window: all is shown": (first(WINDOW - 1), set(), 1, Outlook(False)),
+    "one whole directory (50 files)": (in_dir(2, range(50)), set(), 1, Outlook(False)),
+    "a tree from its first file": (
+        first(WINDOW),
+        set(),
+        1,
+        Outlook(True, "/fs/p/set0", "/fs/p", FILES[WINDOW - 1]),
+    ),
+    "a tree, no widening": (
+        first(WINDOW),
+        set(),
+        0,
+        Outlook(True, "/fs/p/set0", None, FILES[WINDOW - 1]),
+    ),
+    "second set: the bet stops where the walk did not start": (
+        first(WINDOW, start=200),
+        set(),
+        1,
+        Outlook(True, "/fs/p/set1", None, FILES[200 + WINDOW - 1]),
+    ),
+    "folders picked inside a set: only the one being walked": (
+        in_dir(2, range(50)) + in_dir(3, range(14)),
+        set(),
+        1,
+        Outlook(True, DIRS[3], None, f"{DIRS[3]}/f013"),
+    ),
+    "a range from mid-directory: only the directory entered at its start": (
+        in_dir(1, range(10, 50)) + in_dir(2, range(30)),
+        set(),
+        1,
+        Outlook(True, DIRS[2], None, f"{DIRS[2]}/f029"),
+    ),
+    "a run of files skipped on tape: a selection": (
+        in_dir(1, range(10, 50)) + in_dir(2, range(5, 40)),
+        set(),
+        1,
+        Outlook(False),
+    ),
+    "every other file: a filter": (FILES[0:128:2], set(), 1, Outlook(False)),
+    "scattered picks": (rng.sample(FILES, WINDOW), set(), 1, Outlook(False)),
+    "skipped files already on disk still make a walk": (
+        [f for f in first(WINDOW + 3) if f not in FILES[10:13]],
+        set(FILES[10:13]),
+        1,
+        Outlook(True, "/fs/p/set0", "/fs/p", FILES[WINDOW + 2]),
+    ),
+    "a skipped file on tape makes a selection": (
+        [f for f in first(WINDOW + 1) if f != FILES[10]],
+        set(),
+        1,
+        Outlook(False),
+    ),
+    "requests arrive in any order": (
+        list(reversed(first(WINDOW))),
+        set(),
+        1,
+        Outlook(True, "/fs/p/set0", "/fs/p", FILES[WINDOW - 1]),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_assess(name):
+    asked, disk, widen, expected = CASES[name]
+    got = assess(asked, fake_tree(FILES), ["/fs"], widen=widen, on_disk=lambda ps: disk & set(ps))
+    assert got == expected
+
+
+def test_the_scope_and_the_bet_never_reach_a_managed_root():
+    # the walk starts at the first file of the managed root itself: only set0 is in scope
+    got = assess(first(WINDOW), fake_tree(FILES), ["/fs/p"], widen=3, on_disk=lambda ps: set())
+    assert got == Outlook(True, "/fs/p/set0", None, FILES[WINDOW - 1])
+    # two top-level directories of a managed root: their ancestor is the root, so only
+    # the directory being walked is guessed
+    asked = in_dir(3, range(40, 50)) + in_dir(4, range(50)) + in_dir(5, range(4))
+    got = assess(asked, fake_tree(FILES), ["/fs/p"], widen=3, on_disk=lambda ps: set())
+    assert got == Outlook(True, DIRS[5], None, f"{DIRS[5]}/f003")
+
+
+def test_tree_walks_in_globus_order_and_resumes_after_a_path():
+    paths = ["/r/a/x", "/r/a.txt", "/r/b/c/y", "/r/b/z", "/r/c"]
+    tree = fake_tree(paths)
+    order = sorted(paths, key=walk_key)
+    assert [p for p, _ in tree.walk("/r")] == order == ["/r/a/x", "/r/a.txt", *paths[2:]]
+    assert [p for p, _ in tree.walk("/r", after="/r/a.txt")] == ["/r/b/c/y", "/r/b/z", "/r/c"]
+    assert [p for p, _ in tree.walk("/r/b", after="/r/b/c/y")] == ["/r/b/z"]
+    assert tree.between("/r/a/x", "/r/b/z", 5) == ["/r/a.txt", "/r/b/c/y"]
+    assert tree.between("/r/a/x", "/r/c", 1) is None
+    assert tree.first_file("/r/b") == "/r/b/c/y"
+
+
+# -- the prefetcher on the real store and simulator ----------------------------------------
+
+
+@pytest.fixture
+def big(make_sim):
+    """400 migrated files: demo/set0/run000..run003, demo/set1/run004..run007 (50 each);
+    directory d is on tape d % 6, so set1's run006 and run007 share tapes with set0."""
+    return make_sim("big", files=400, dirs=8, groups=2, tapes=6, premigrated=0, resident=0)
+
+
+@pytest.fixture
+def pf_app(make_app, big, tmp_path):
+    def make(**overrides):
+        app = make_app(
+            EEADM_COMMAND=big.command,
+            MANAGED_ROOTS=[str(big.root)],
+            STATE_DIR=str(tmp_path / "pf-state"),
+            **overrides,
+        )
+        return app
+
+    return make
+
+
+def ask(svc, sim, paths, task="task-1"):
+    """What the web tier records for a Globus poll of a migrated file."""
+    tapes = sim.tapes()
+    for p in paths:
+        svc.store.request(p, None, "globus", task, size=1, tape=tapes[p], trigger_prefetch=True)
+
+
+def prefetched(store, status=None):
+    rows = store.conn().execute(
+        "SELECT path FROM files WHERE prefetched = 1 AND (? IS NULL OR status = ?)",
+        (status, status),
+    )
+    return sorted((r[0] for r in rows), key=walk_key)
+
+
+def test_a_walk_through_a_tree_queues_its_rest(pf_app, big):
+    svc = pf_app().extensions["ltfsee"]
+    files = sorted(big.files("M"), key=walk_key)
+    ask(svc, big, files[:WINDOW])
+    n = Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers()
+    # the rest of set0 for sure; of the wider tree only run006 and run007, whose tapes
+    # set0 mounts anyway (run004 and run005 would each cost a mount)
+    expected = [p for p in files if "/set0/" in p][WINDOW:] + [
+        p for p in files if "/run006/" in p or "/run007/" in p
+    ]
+    assert prefetched(svc.store) == expected and n == len(expected)
+    status = svc.store.counts()["prefetch"]
+    assert status["files"] == n and status["asked_files"] == 0
+
+
+def test_scattered_picks_prefetch_nothing(pf_app, big):
+    svc = pf_app().extensions["ltfsee"]
+    ask(svc, big, random.Random(1).sample(big.files("M"), WINDOW + 10))
+    assert Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers() == 0
+    assert big.invocations("file state") == [], "a selection needs no eeadm call"
+
+
+def test_a_miss_drops_the_queued_guesses_and_counts_them(pf_app, big):
+    svc = pf_app().extensions["ltfsee"]
+    files = sorted(big.files("M"), key=walk_key)
+    pf = Prefetcher(svc.settings, svc.store, svc.eeadm)
+    ask(svc, big, files[:WINDOW])
+    queued = pf.run_triggers()
+    guesses = prefetched(svc.store)
+    assert queued == len(guesses) > 0
+    picks = [files[WINDOW + 20], files[-1]]  # a guess, then a jump: a selection after all
+    ask(svc, big, picks)
+    pf.run_triggers()
+    hits = [p for p in picks if p in guesses]
+    assert prefetched(svc.store, "queued") == hits  # only the guesses a client asked for
+    stats = svc.store.counts()["prefetch"]
+    assert stats["asked_files"] == len(hits) >= 1
+    assert stats["dropped_files"] == queued - len(hits)
+    [task] = svc.store.prefetch_tasks()
+    assert task["taskid"] == "task-1" and task["dropped_bytes"] > 0
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [({"PREFETCH_MAX_FILES": 5}, 5), ({"PREFETCH_MAX_BYTES": 1}, 0)],
+)
+def test_budget_bounds_unconfirmed_guesses(pf_app, big, budget, expected):
+    svc = pf_app(**budget).extensions["ltfsee"]
+    files = sorted(big.files("M"), key=walk_key)
+    pf = Prefetcher(svc.settings, svc.store, svc.eeadm)
+    ask(svc, big, files[:WINDOW])
+    assert pf.run_triggers() == expected
+    got = prefetched(svc.store)
+    assert got == files[WINDOW : WINDOW + expected]  # the ones Globus asks for next
+    if expected:
+        ask(svc, big, got[:2])  # confirmed guesses free room for as many more
+        assert pf.run_triggers() == 2
+
+
+def test_prefetch_can_be_turned_off_per_root(pf_app, big):
+    svc = pf_app(PREFETCH_EXCLUDE=[str(big.fs / "demo")]).extensions["ltfsee"]
+    ask(svc, big, sorted(big.files("M"), key=walk_key)[:WINDOW])
+    assert Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers() == 0
+
+
+def test_polls_feed_the_prefetcher_and_hits_are_counted(pf_app, big, headers):
+    """End to end through the Globus endpoint: a window of polls, the guesses,
+    then a poll of a guess is answered from the store and counted as a hit."""
+    app = pf_app()
+    svc = app.extensions["ltfsee"]
+    client = app.test_client()
+    files = sorted(big.files("M"), key=walk_key)
+
+    def poll(path):
+        resp = client.post(
+            RECALL,
+            data=json.dumps({"path": path, "globus_taskid": "t1"}),
+            headers=headers,
+            content_type="application/json",
+        )
+        assert resp.status_code == 201, resp.get_data(as_text=True)
+        return resp.get_json()["state"]
+
+    assert {poll(p) for p in files[:WINDOW]} == {"archived"}
+    pf = Prefetcher(svc.settings, svc.store, svc.eeadm)
+    assert pf.run_triggers() > 0
+    calls = len(big.invocations())
+    assert poll(files[WINDOW]) == "archived"
+    assert len(big.invocations()) == calls  # a queued guess needs no eeadm
+    assert svc.store.counts()["prefetch"]["asked_files"] == 1
+    assert posixpath.dirname(files[WINDOW]) in {posixpath.dirname(p) for p in files[:WINDOW]}
+
+
+def test_prefetch_off_queues_only_what_was_asked(pf_app, big, headers):
+    app = pf_app(PREFETCH=False)
+    svc = app.extensions["ltfsee"]
+    resp = app.test_client().post(
         RECALL,
-        data=json.dumps({"path": path, "globus_taskid": task}),
+        data=json.dumps({"path": big.files("M")[0], "globus_taskid": "t1"}),
         headers=headers,
         content_type="application/json",
     )
-    assert resp.status_code == 201, resp.get_data(as_text=True)
-    return resp.get_json()["state"]
-
-
-def prefetched(store):
-    rows = store.conn().execute("SELECT path FROM files WHERE prefetched = 1 ORDER BY path")
-    return [r[0] for r in rows]
-
-
-def migrated_in(sim, directory):
-    return [p for p in sim.files("M") if posixpath.dirname(p) == directory]
-
-
-def test_siblings_that_are_migrated_are_queued(make_app, sim, headers):
-    app = make_app()
-    svc = app.extensions["ltfsee"]
-    first = sim.files("M")[0]
-    poll(app.test_client(), headers, first)
-    svc.start_stager().prefetcher.run_triggers()
-    siblings = [p for p in migrated_in(sim, posixpath.dirname(first)) if p != first]
-    assert prefetched(svc.store) == siblings
-    assert svc.store.counts()["prefetch"] == {"files": len(siblings), "requested_later": 0}
-
-
-def test_budget_bounds_prefetch_per_task(make_app, sim, headers):
-    app = make_app(PREFETCH_MAX_FILES=3)
-    svc = app.extensions["ltfsee"]
-    first = sim.files("M")[0]
-    poll(app.test_client(), headers, first)
-    Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers()
-    got = prefetched(svc.store)
-    assert len(got) == 3 and all(p > first for p in got)  # the ones Globus asks for next
-
-
-def test_byte_budget(make_app, sim, headers):
-    app = make_app(PREFETCH_MAX_BYTES=1)
-    svc = app.extensions["ltfsee"]
-    poll(app.test_client(), headers, sim.files("M")[0])
-    assert Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers() == 0
-
-
-def test_prefetch_can_be_turned_off_per_root(make_app, sim, headers):
-    app = make_app(PREFETCH_EXCLUDE=[str(sim.fs / "demo")])
-    svc = app.extensions["ltfsee"]
-    poll(app.test_client(), headers, sim.files("M")[0])
-    assert Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers() == 0
-
-
-def test_widens_to_the_common_ancestor_of_the_task(make_app, sim, headers):
-    app = make_app()
-    svc = app.extensions["ltfsee"]
-    client = app.test_client()
-    dirs = sorted({posixpath.dirname(p) for p in sim.files("M")})
-    pf = Prefetcher(svc.settings, svc.store, svc.eeadm)
-    poll(client, headers, migrated_in(sim, dirs[0])[0])
-    pf.run_triggers()
-    assert not any(p.startswith(dirs[2]) for p in prefetched(svc.store))
-    poll(client, headers, migrated_in(sim, dirs[1])[0])
-    pf.run_triggers()
-    # the task spans run000 and run001, so their parent's whole tree is likely wanted
-    assert any(p.startswith(dirs[2] + "/") for p in prefetched(svc.store))
-    # another task's requests do not widen this one
-    assert svc.store.prefetch_budget("other") == (0, 0)
-
-
-def test_later_request_marks_prefetch_useful(make_app, sim, headers):
-    app = make_app()
-    svc = app.extensions["ltfsee"]
-    client = app.test_client()
-    first = sim.files("M")[0]
-    poll(client, headers, first)
-    Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers()
-    nxt = prefetched(svc.store)[0]
-    calls = len(sim.invocations())
-    assert poll(client, headers, nxt) == "archived"
-    assert len(sim.invocations()) == calls
-    assert svc.store.counts()["prefetch"]["requested_later"] == 1
-
-
-def test_prefetch_off_queues_only_what_was_asked(make_app, sim, headers):
-    app = make_app(PREFETCH=False)
-    svc = app.extensions["ltfsee"]
-    poll(app.test_client(), headers, sim.files("M")[0])
+    assert resp.status_code == 201
     assert svc.store.take_prefetch_triggers() == []

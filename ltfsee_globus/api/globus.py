@@ -73,6 +73,7 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
     """`resident` or `archived` for one Globus poll; queues the file if it must be recalled."""
     s = svc.settings
     ref = taskid or ""
+    trigger = s.PREFETCH and bool(taskid)  # the prefetcher reads each task's requests
     rec = svc.store.lookup(path, "globus", ref)
     if rec is not None:
         answer = None
@@ -85,14 +86,14 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
             raise ApiError(502, "Recall failed", rec["last_error"])
         if answer:
             if not rec["known"] or not rec["requested"]:  # who wants it, and useful prefetch
-                svc.store.note_requester(path, "globus", ref)
+                svc.store.note_requester(path, "globus", ref, trigger_prefetch=trigger)
             return answer
     check_resolved(path, s.MANAGED_ROOTS)
     info = require_file(path)
     st = current_state(svc, path, rec["updated_at"] if rec else 0.0)
     if st.on_disk:
         if rec is not None and not rec["requested"]:  # prefetched long ago, asked for now
-            svc.store.note_requester(path, "globus", ref)
+            svc.store.note_requester(path, "globus", ref, trigger_prefetch=trigger)
         return "resident"
     svc.store.request(
         path,
@@ -101,7 +102,7 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
         ref,
         size=info.st_size if info else None,
         tape=st.tapes[0] if st.tapes else None,
-        trigger_prefetch=s.PREFETCH and bool(taskid),
+        trigger_prefetch=trigger,
     )
     return "archived"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..app import Services, services
 from ..auth import authenticate
@@ -34,6 +34,7 @@ def stager_running(svc: Services) -> bool:
 
 def status_summary(svc: Services) -> dict:
     counts = svc.store.counts()
+    counts["prefetch"]["tasks"] = svc.store.prefetch_tasks()
     counts["stager_running"] = stager_running(svc)
     return counts
 
@@ -54,14 +55,17 @@ class StoreCollector:
         for status, n in s["batches"].items():
             batches.add_metric([status], n)
         yield batches
-        yield GaugeMetricFamily(
-            "ltfsee_prefetch_files", "Files queued by prefetch", value=s["prefetch"]["files"]
-        )
-        yield GaugeMetricFamily(
-            "ltfsee_prefetch_requested_files",
-            "Prefetched files a client asked for later (useful prefetch)",
-            value=s["prefetch"]["requested_later"],
-        )
+        pf = s["prefetch"]
+        for unit in ("files", "bytes"):
+            counter = CounterMetricFamily(
+                f"ltfsee_prefetch_{unit}",
+                f"Prefetched {unit}: queued, later asked for by a client, dropped unasked",
+                labels=["outcome"],
+            )
+            counter.add_metric(["queued"], pf[unit])
+            counter.add_metric(["asked"], pf[f"asked_{unit}"])
+            counter.add_metric(["dropped"], pf[f"dropped_{unit}"])
+            yield counter
         yield GaugeMetricFamily(
             "ltfsee_queue_oldest_age_seconds",
             "Age of the oldest queued file",
