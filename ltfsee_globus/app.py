@@ -88,7 +88,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     cache = Cache(app)
     eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
     store = Store(settings.state_dir / STORE_FILE, clock=clock)
-    lookup = StateLookup(eeadm, cache, max_files=settings.LOOKUP_MAX_FILES, clock=clock)
+    lookup = StateLookup(
+        eeadm,
+        cache,
+        max_files=settings.LOOKUP_MAX_FILES,
+        clock=clock,
+        running=store.lookup_running,
+    )
     app.extensions["ltfsee"] = Services(settings, store, eeadm, lookup, clock)
     register_error_handlers(app)
 

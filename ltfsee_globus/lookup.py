@@ -42,8 +42,10 @@ class StateLookup:
         *,
         max_files: int,
         clock: Callable[[], float] = time.time,
+        running: Callable[[int], None] = lambda delta: None,
     ) -> None:
         self.eeadm = eeadm
+        self.running = running  # told +1 / -1 around each eeadm call
         self.cache = cache
         self.max_files = max_files
         self.clock = clock
@@ -126,7 +128,11 @@ class StateLookup:
             error: EeadmError | None = None
             try:
                 self.calls += 1
-                results = self.eeadm.file_state(batch)
+                self.running(+1)
+                try:
+                    results = self.eeadm.file_state(batch)
+                finally:
+                    self.running(-1)
             except EeadmError as exc:
                 error = exc
             except Exception as exc:  # never strand the waiters on a bug

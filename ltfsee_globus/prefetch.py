@@ -18,6 +18,9 @@ skipped are already on disk), is walking a tree, and the walk tells how far:
 
 A walk that skips a file it would have asked for is a selection: the task's
 prefetched files still queued are dropped, and nothing more is guessed for it.
+Stage apps run at once, so requests arrive a little out of order: a gap among
+the newest window of requests (after the first window) is not yet a skip; a
+gap with a window of requests after it is.
 The number of prefetched files a task has not (yet) asked for is bounded by
 PREFETCH_MAX_FILES and PREFETCH_MAX_BYTES. The decision (`assess`) is pure
 over a `Tree` of directory listings, so it is tested on a fake tree.
@@ -175,10 +178,12 @@ def assess(
     if root is None or any(under(p, [root]) is None for p in ordered):
         return Outlook(False)
     gaps: list[str] = []
-    for a, b in itertools.pairwise(ordered):
+    for i, (a, b) in enumerate(itertools.pairwise(ordered)):
         skipped = tree.between(a, b, MAX_GAP)
         if skipped is None:
             return Outlook(False)
+        if skipped and i >= WINDOW - 1 and len(ordered) - 1 - i < WINDOW:
+            continue  # the newest window: stage apps run at once, requests may still come
         gaps += skipped
         if len(gaps) > len(ordered):
             return Outlook(False)  # skipped more than it asked for: a selection, surely

@@ -126,8 +126,11 @@ class Stager:
             self._progress_at = now
             self.progress()
         next_due = float("inf")
+        # polls whose file states are being looked up will queue more files soon
+        busy = self.store.lookups_running(s.EEADM_TIMEOUT)
         for row in self.store.queued_by_library():
-            ready, due_at = row["n"], self.due_at(row["oldest"], row["newest"])
+            newest = now if busy else row["newest"]
+            ready, due_at = row["n"], self.due_at(row["oldest"], newest)
             while (ready >= s.BATCH_MAX_FILES or due_at <= now) and self._free_slots() > 0:
                 claimed = self.store.claim(row["library"], s.BATCH_MAX_FILES)
                 if claimed is None:
@@ -143,9 +146,9 @@ class Stager:
 
     def due_at(self, oldest: float, newest: float) -> float:
         """When a library's queue should go: its oldest file has waited
-        BATCH_WINDOW and nothing was queued for BATCH_QUIET (a burst of
-        requests and the prefetch it triggers go together), but never later
-        than BATCH_MAX_WAIT after the oldest."""
+        BATCH_WINDOW and nothing was queued (nor looked up for a poll) for
+        BATCH_QUIET (a burst of requests and the prefetch it triggers go
+        together), but never later than BATCH_MAX_WAIT after the oldest."""
         s = self.settings
         quiet = max(oldest + s.BATCH_WINDOW, newest + s.BATCH_QUIET)
         return min(quiet, oldest + max(s.BATCH_MAX_WAIT, s.BATCH_WINDOW))

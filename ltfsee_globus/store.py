@@ -9,6 +9,7 @@ many gunicorn workers and one stager can share the file.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -123,6 +124,11 @@ MIGRATIONS: list[str] = [
     DROP TABLE prefetch_budget;
     DROP TABLE prefetch_scanned;
     CREATE INDEX requesters_path ON requesters (path, kind);
+    CREATE TABLE lookups (
+        pid INTEGER PRIMARY KEY,
+        running INTEGER NOT NULL,
+        since REAL NOT NULL
+    );
     """,
 ]
 
@@ -319,6 +325,20 @@ class Store:
                 (row[1], path),
             )
 
+    def lookup_running(self, delta: int) -> None:
+        """Count this process's `eeadm file state` calls for polls in flight (+1 / -1):
+        while some run, more files are about to be queued and a batch should wait."""
+        pid, now = os.getpid(), self.clock()
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO lookups (pid, running, since) VALUES (?, 0, ?)", (pid, now)
+            )
+            c.execute(
+                "UPDATE lookups SET running = max(running + ?, 0), "
+                "since = CASE WHEN running = 0 THEN ? ELSE since END WHERE pid = ?",
+                (delta, now, pid),
+            )
+
     # -- the stager -----------------------------------------------------------
     def queued_by_library(self) -> list[sqlite3.Row]:
         """Per library: files ready to go, when the oldest and the newest were queued."""
@@ -332,6 +352,18 @@ class Store:
             )
             .fetchall()
         )
+
+    def lookups_running(self, max_age: float) -> bool:
+        """True while a web worker runs a lookup started less than `max_age` s ago."""
+        row = (
+            self.conn()
+            .execute(
+                "SELECT 1 FROM lookups WHERE running > 0 AND since > ? LIMIT 1",
+                (self.clock() - max_age,),
+            )
+            .fetchone()
+        )
+        return row is not None
 
     def next_retry_at(self) -> float | None:
         row = (

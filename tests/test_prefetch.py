@@ -91,6 +91,18 @@ CASES = {
         1,
         Outlook(False),
     ),
+    "the newest window may still have requests on the way": (
+        [f for f in first(2 * WINDOW) if f not in FILES[WINDOW + 5 : WINDOW + 9]],
+        set(),
+        1,
+        Outlook(True, "/fs/p/set0", "/fs/p", FILES[2 * WINDOW - 1]),
+    ),
+    "a gap with a whole window after it was skipped": (
+        [f for f in first(2 * WINDOW + 10) if f not in FILES[WINDOW + 5 : WINDOW + 9]],
+        set(),
+        1,
+        Outlook(False),
+    ),
     "requests arrive in any order": (
         list(reversed(first(WINDOW))),
         set(),

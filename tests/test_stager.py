@@ -66,6 +66,26 @@ def test_a_steady_trickle_waits_for_quiet_but_not_forever(staged, sim, clock):
     assert svc.store.batch(1)["n_files"] == 10
 
 
+def test_lookups_for_polls_in_flight_hold_the_batch_until_quiet(staged, sim, clock):
+    """A poll being looked up in a web worker will queue a file soon: the batch waits
+    for it (the whole opening window of a transfer goes together), up to BATCH_MAX_WAIT."""
+    svc, stager = staged(BATCH_WINDOW=0, BATCH_QUIET=2, BATCH_MAX_WAIT=30)
+    queue(svc, sim.files("M")[:2])
+    svc.store.lookup_running(+1)  # what the web tier's lookup does around eeadm
+    for _ in range(4):
+        clock.advance(5)
+        run_step(stager)
+    assert sim.invocations("recall") == [], "went while polls were still being looked up"
+    svc.store.lookup_running(-1)  # (had it found a migrated file, that would be queued now)
+    run_step(stager)
+    assert len(sim.invocations("recall")) == 1
+    queue(svc, sim.files("M")[2:3])
+    svc.store.lookup_running(+1)  # never longer than BATCH_MAX_WAIT
+    clock.advance(30)
+    run_step(stager)
+    assert len(sim.invocations("recall")) == 2
+
+
 def test_full_batches_go_at_once_and_remainder_waits(staged, sim):
     svc, stager = staged(BATCH_WINDOW=1000, BATCH_MAX_FILES=2, RECALL_CONCURRENCY=4)
     queue(svc, sim.files("M")[:5])
