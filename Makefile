@@ -29,6 +29,9 @@ format: setup
 	$(PIPENV) run ruff format .
 	$(PIPENV) run ruff check --fix .
 
+bench: setup
+	$(PIPENV) run python bench/workloads.py --quick
+
 cert:
 	sh ssl/make-dev-cert.sh
 

@@ -62,7 +62,7 @@ class Settings:
     ARCHIVEINFO_MAX_FILES: int = 1000
     TRUST_PROXY: int = 0
     PREFETCH: bool = True
-    PREFETCH_MAX_FILES: int = 2000
+    PREFETCH_MAX_FILES: int = 20000
     PREFETCH_MAX_BYTES: int = 20 * 10**12
     PREFETCH_SCAN_LIMIT: int = 20000
     PREFETCH_WIDEN: int = 1

@@ -56,10 +56,15 @@ class Gunicorn:
         self.proc.wait(timeout=60)
 
 
-def start(env: Mapping[str, str], log: Path, *, timeout: float = 30) -> Gunicorn:
-    """Start gunicorn with `env` over the environment; TLS when CERTFILE is set."""
+def start(env: Mapping[str, str], log: Path, *, timeout: float = 30, root: Path = ROOT) -> Gunicorn:
+    """Start gunicorn with `env` over the environment; TLS when CERTFILE is set.
+
+    `root` is the source tree whose gunicorn.conf.py and package run (the
+    benchmark runs an earlier release from a git worktree this way)."""
     port = free_port()
     full = {**os.environ, **env, "BIND": f"127.0.0.1:{port}"}
+    if root != ROOT:
+        full["PYTHONPATH"] = str(root)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [
@@ -67,13 +72,13 @@ def start(env: Mapping[str, str], log: Path, *, timeout: float = 30) -> Gunicorn
                 "-m",
                 "gunicorn",
                 "-c",
-                str(ROOT / "gunicorn.conf.py"),
+                str(root / "gunicorn.conf.py"),
                 "ltfsee_globus:create_app()",
             ],
             env=full,
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=root,
             start_new_session=True,
         )
     cert = full.get("CERTFILE")

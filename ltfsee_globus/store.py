@@ -377,19 +377,25 @@ class Store:
         return row[0]
 
     def claim(self, library: str, max_files: int) -> tuple[int, list[str]] | None:
-        """Move up to max_files ready files of a library into a new running batch."""
+        """Move up to max_files ready files of a library into a new running batch.
+
+        Whole tapes go together, the tape of the longest-waiting file first, so
+        that when more is ready than one batch takes, no tape is split over
+        two recalls (each would mount it)."""
         now = self.clock()
         with self.tx() as c:
-            paths = [
-                r[0]
-                for r in c.execute(
-                    "SELECT path FROM files WHERE status = ? AND library = ? AND not_before <= ? "
-                    "ORDER BY queued_at, path LIMIT ?",
-                    (QUEUED, library, now, max_files),
-                )
-            ]
-            if not paths:
+            rows = c.execute(
+                "SELECT path, coalesce(tape, path), queued_at FROM files "
+                "WHERE status = ? AND library = ? AND not_before <= ?",
+                (QUEUED, library, now),
+            ).fetchall()
+            if not rows:
                 return None
+            since: dict[str, float] = {}
+            for _, tape, queued_at in rows:
+                since[tape] = min(since.get(tape, queued_at), queued_at)
+            rows.sort(key=lambda r: (since[r[1]], r[1], r[2], r[0]))
+            paths = [r[0] for r in rows[:max_files]]
             cur = c.execute(
                 "INSERT INTO batches (library, status, n_files, started_at) VALUES (?,?,?,?)",
                 (library, "running", len(paths), now),

@@ -266,11 +266,18 @@ def test_polls_feed_the_prefetcher_and_hits_are_counted(pf_app, big, headers):
 
     assert {poll(p) for p in files[:WINDOW]} == {"archived"}
     pf = Prefetcher(svc.settings, svc.store, svc.eeadm)
-    assert pf.run_triggers() > 0
+    queued = pf.run_triggers()
+    assert queued > 0
     calls = len(big.invocations())
     assert poll(files[WINDOW]) == "archived"
     assert len(big.invocations()) == calls  # a queued guess needs no eeadm
-    assert svc.store.counts()["prefetch"]["asked_files"] == 1
+    status = client.get("/api/status", headers=headers).get_json()["prefetch"]
+    assert (status["files"], status["asked_files"], status["dropped_files"]) == (queued, 1, 0)
+    assert [t["taskid"] for t in status["tasks"]] == ["t1"]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'ltfsee_prefetch_files_total{{outcome="queued"}} {float(queued)}' in metrics
+    assert 'ltfsee_prefetch_files_total{outcome="asked"} 1.0' in metrics
+    assert 'ltfsee_prefetch_files_total{outcome="dropped"} 0.0' in metrics
     assert posixpath.dirname(files[WINDOW]) in {posixpath.dirname(p) for p in files[:WINDOW]}
 
 

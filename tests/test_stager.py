@@ -94,6 +94,24 @@ def test_full_batches_go_at_once_and_remainder_waits(staged, sim):
     assert svc.store.counts()["files"] == {"queued": 1, "recalling": 0, "done": 4, "failed": 0}
 
 
+def test_a_full_queue_is_split_by_tape_oldest_tape_first(staged, sim, clock):
+    svc, _ = staged(BATCH_WINDOW=1000)
+    tapes = sim.tapes()
+    by_tape: dict[str, list[str]] = {}
+    for p in sim.files("M"):
+        by_tape.setdefault(tapes[p], []).append(p)
+    a, b = sorted(by_tape.values(), key=len)[-2:]
+    for x, y in zip(a, b, strict=False):  # the two tapes' files arrive interleaved, a first
+        svc.store.request(x, "", "globus", "t", tape=tapes[x])
+        clock.advance(1)
+        svc.store.request(y, "", "globus", "t", tape=tapes[y])
+        clock.advance(1)
+    _, first = svc.store.claim("", len(a))
+    assert sorted(first) == sorted(a)  # all of tape a, none of tape b
+    _, second = svc.store.claim("", len(a) + len(b))
+    assert sorted(second) == sorted(b[: len(a)])
+
+
 def test_concurrency_bound(staged, sim):
     svc, stager = staged(BATCH_MAX_FILES=1, RECALL_CONCURRENCY=1)
     queue(svc, sim.files("M")[:3])
