@@ -169,38 +169,48 @@ def assess(
     *,
     widen: int,
     on_disk: Callable[[list[str]], set[str]],
+    memo: dict | None = None,
 ) -> Outlook:
-    """Read a task's requests (any order) as evidence; see the module docstring."""
+    """Read a task's requests (any order) as evidence; see the module docstring.
+
+    `memo`, kept by the caller per task, remembers how much of the walk was
+    already found contiguous, so a long walk is not checked from its start on
+    every request."""
     ordered = sorted(set(asked), key=walk_key)
-    if len(ordered) < WINDOW:
+    n = len(ordered)
+    if n < WINDOW:
         return Outlook(False)
     root = under(ordered[0], roots)
-    if root is None or any(under(p, [root]) is None for p in ordered):
+    if root is None or under(ordered[-1], [root]) is None:  # (all between are under it too)
         return Outlook(False)
+    memo = {} if memo is None else memo
+    start, skipped_before = 0, 0
+    if 0 < memo.get("upto", 0) <= n and ordered[memo["upto"] - 1] == memo["last"]:
+        start, skipped_before = memo["upto"] - 1, memo["skipped"]
     gaps: list[str] = []
-    for i, (a, b) in enumerate(itertools.pairwise(ordered)):
-        skipped = tree.between(a, b, MAX_GAP)
+    for i in range(start, n - 1):
+        skipped = tree.between(ordered[i], ordered[i + 1], MAX_GAP)
         if skipped is None:
             return Outlook(False)
-        if skipped and i >= WINDOW - 1 and len(ordered) - 1 - i < WINDOW:
+        if skipped and i >= WINDOW - 1 and n - 1 - i < WINDOW:
             continue  # the newest window: stage apps run at once, requests may still come
         gaps += skipped
-        if len(gaps) > len(ordered):
+        if skipped_before + len(gaps) > n:
             return Outlook(False)  # skipped more than it asked for: a selection, surely
     if gaps and len(on_disk(gaps)) < len(set(gaps)):
         return Outlook(False)  # skipped a file it would have needed: a selection
+    upto = max(n - WINDOW, 1)  # what lies before the newest window is settled
+    memo.update(upto=upto, last=ordered[upto - 1], skipped=skipped_before + len(gaps))
     first, last = ordered[0], ordered[-1]
 
     def inside(d: str) -> bool:  # strictly below the managed root
         return d.startswith(root + "/")
 
-    ancestor = posixpath.commonpath(ordered)
-    if ancestor == first:  # cannot happen with two files or more; kept total
-        ancestor = posixpath.dirname(first)
+    ancestor = posixpath.commonpath([first, last])  # of all: they lie between in walk order
     current = posixpath.dirname(last)
     if inside(ancestor) and tree.first_file(ancestor) == first:
         scope = ancestor
-    elif inside(current) and tree.first_file(current) in ordered:
+    elif inside(current) and tree.first_file(current) in set(ordered):
         return Outlook(True, current, None, last)  # entered at its start: it goes on
     else:
         return Outlook(True, None, None, last)  # a range of files picked by hand
@@ -226,6 +236,8 @@ class Prefetcher:
         self.tree = tree or Tree()
         #: per task, candidates already examined (queued, on disk, or refused)
         self._seen: OrderedDict[str, set[str]] = OrderedDict()
+        #: per task, how much of its walk is known to be contiguous (see assess)
+        self._memo: OrderedDict[str, dict] = OrderedDict()
         #: files seen on disk while checking the gaps of walks
         self._disk: OrderedDict[str, None] = OrderedDict()
 
@@ -266,8 +278,17 @@ class Prefetcher:
         asked = self.store.task_paths(taskid)
         if not asked or under(asked[0], s.PREFETCH_EXCLUDE) is not None:
             return 0
+        memo = self._memo.setdefault(taskid, {})
+        self._memo.move_to_end(taskid)
+        while len(self._memo) > 1000:
+            self._memo.popitem(last=False)
         outlook = assess(
-            asked, self.tree, s.MANAGED_ROOTS, widen=s.PREFETCH_WIDEN, on_disk=self._on_disk
+            asked,
+            self.tree,
+            s.MANAGED_ROOTS,
+            widen=s.PREFETCH_WIDEN,
+            on_disk=self._on_disk,
+            memo=memo,
         )
         if not outlook.walking:
             if len(set(asked)) >= WINDOW:

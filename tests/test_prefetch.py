@@ -119,6 +119,19 @@ def test_assess(name):
     assert got == expected
 
 
+def test_a_memo_checks_only_new_requests_and_still_sees_a_later_skip():
+    tree, memo = fake_tree(FILES), {}
+
+    def outlook(asked, memo=None):
+        return assess(asked, tree, ["/fs"], widen=1, on_disk=lambda ps: set(), memo=memo)
+
+    for n in (WINDOW, 100, 150, 200):
+        assert outlook(first(n), memo) == outlook(first(n))
+    assert memo["upto"] == 200 - WINDOW
+    skipped = first(200) + FILES[201:300]  # FILES[200] passed over, a window ago
+    assert outlook(skipped, memo) == Outlook(False) == outlook(skipped)
+
+
 def test_the_scope_and_the_bet_never_reach_a_managed_root():
     # the walk starts at the first file of the managed root itself: only set0 is in scope
     got = assess(first(WINDOW), fake_tree(FILES), ["/fs/p"], widen=3, on_disk=lambda ps: set())
