@@ -29,34 +29,31 @@ class SimLib:
     calls: Path  # one line per eeadm invocation: "<subcommand> <args...>"
     command: list[str]
 
-    def files(self, state: str | None = None) -> list[str]:
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of one query on the simulator's store (read-only use)."""
         conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
         try:
-            rows = conn.execute(
-                "SELECT path FROM files WHERE ? IS NULL OR state = ? ORDER BY path", (state, state)
-            )
-            return [r[0] for r in rows]
+            return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
 
+    def files(self, state: str | None = None) -> list[str]:
+        rows = self._query(
+            "SELECT path FROM files WHERE ? IS NULL OR state = ? ORDER BY path", (state, state)
+        )
+        return [r[0] for r in rows]
+
     def state_of(self, path: str) -> str:
-        conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
-        try:
-            return conn.execute("SELECT state FROM files WHERE path = ?", (path,)).fetchone()[0]
-        finally:
-            conn.close()
+        return self._query("SELECT state FROM files WHERE path = ?", (path,))[0][0]
 
     def tapes(self) -> dict[str, str]:
         """Each file on tape and its tape as `eeadm file state` names it (VOLSER@POOL@LIB)."""
-        conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
-        try:
-            rows = conn.execute(
+        return dict(
+            self._query(
                 "SELECT f.path, t.volser || '@' || t.pool || '@' || t.library "
                 "FROM files f JOIN tapes t ON t.volser = f.tape"
             )
-            return dict(rows.fetchall())
-        finally:
-            conn.close()
+        )
 
     def invocations(self, sub: str | None = None) -> list[str]:
         if not self.calls.exists():
@@ -66,15 +63,12 @@ class SimLib:
 
     def reads_per_file(self) -> dict[str, int]:
         """How often each file was read from tape by a successful recall."""
-        conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
-        try:
-            rows = conn.execute(
+        return dict(
+            self._query(
                 "SELECT path, count(*) FROM task_files WHERE tape IS NOT NULL AND ok = 1 "
                 "GROUP BY path"
             )
-            return dict(rows.fetchall())
-        finally:
-            conn.close()
+        )
 
 
 def write_script(path: Path, body: str) -> Path:
