@@ -152,6 +152,23 @@ class Update:
     tape: str | None = None
 
 
+def _use_wal(conn: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Put the file in WAL mode (persistent, so usually already done).
+
+    Switching answers SQLITE_BUSY at once, without the busy handler, while
+    another process is creating or switching the same file (two gunicorn
+    workers booting on a fresh STATE_DIR), so it is retried here.
+    """
+    deadline = time.monotonic() + wait
+    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Store:
     """Short transactions over the state file; safe across threads and processes."""
 
@@ -168,7 +185,7 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
             self._local.conn = conn
         return conn

@@ -111,7 +111,7 @@ def test_bad_settings_exit_2(env, words):
 @pytest.mark.parametrize(("debug", "shown"), [("False", False), ("false", False), ("1", True)])
 def test_debug_flag_parsing(live_server, sim, debug, shown):
     res = run_client(live_server.url, sim.files("R")[0], DEBUG=debug)
-    assert res.stdout == "resident\n"
+    assert (res.stdout, res.returncode) == ("resident\n", 0), res.stderr
     assert ("debug: 201" in res.stderr) is shown
 
 

@@ -1,8 +1,10 @@
 """The service under load and under SIGKILL, as deployed: gunicorn, stager, simulator."""
 
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -125,3 +127,25 @@ def test_sigkill_of_stager_and_server_mid_batch_loses_nothing(
     reads = sim.reads_per_file()
     assert set(reads) == set(files)
     assert max(reads.values()) == 1, "a file was recalled twice"
+
+
+def test_a_fresh_store_waits_for_a_writer_instead_of_failing(tmp_path):
+    """Gunicorn boots its workers together on an empty STATE_DIR. Switching a
+    new file to WAL answers "database is locked" at once (no busy handler)
+    while another connection writes; the worker that lost must wait, not die."""
+    db = tmp_path / "s.db"
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, writer.execute, ("COMMIT",))
+    started = time.monotonic()
+    release.start()
+    try:
+        store = Store(db)
+    finally:
+        release.join()
+        writer.close()
+    waited = time.monotonic() - started
+    mode = store.conn().execute("PRAGMA journal_mode").fetchone()[0]
+    store.close()
+    assert (mode, waited >= 0.4) == ("wal", True)
