@@ -14,7 +14,9 @@ set; the storage gateway's `environment` policy adds the settings below.
 Prints `resident` (on disk: the transfer may start) or `archived` (staging:
 Globus asks again later) and exits 0. Otherwise one line on stderr and:
 2 bad settings, 3 no such file, 4 path refused, 5 bad key, 6 server error
-(including a recall that failed), 7 server unreachable or timed out.
+(including a recall that failed), 7 server unreachable or timed out, 8 the
+URL answers but is not this service's API (a wrong LTFSEE_URL: its 404 must
+not reach Globus as "no such file").
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ EXIT_OK, EXIT_USAGE, EXIT_MISSING, EXIT_REFUSED, EXIT_AUTH, EXIT_SERVER, EXIT_UN
     6,
     7,
 )
+EXIT_NOT_OURS = 8
 ENDPOINT = "/api/v0.5/globus_recall/globus_recall"
 
 
@@ -86,6 +89,25 @@ def _reason(resp: requests.Response) -> str:
     return resp.reason or f"HTTP {resp.status_code}"
 
 
+def _is_our_problem(resp: requests.Response) -> bool:
+    """True for the service's own error answer: problem+json naming the status."""
+    if not resp.headers.get("Content-Type", "").startswith("application/problem+json"):
+        return False
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("status") == resp.status_code
+
+
+def _not_ours(cfg: dict, resp: requests.Response) -> str:
+    kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
+    return (
+        f"{cfg['url']} answered HTTP {resp.status_code} ({kind}) that is not the "
+        "ltfsee-globus API: check LTFSEE_URL"
+    )
+
+
 def stage(cfg: dict) -> str:
     """POST the file to the service; `resident` or `archived`, else StageError."""
     body = {"path": cfg["path"]}
@@ -109,13 +131,15 @@ def stage(cfg: dict) -> str:
         print(f"debug: {resp.status_code} {resp.text.strip()}", file=sys.stderr)
     codes = {404: EXIT_MISSING, 400: EXIT_REFUSED, 403: EXIT_REFUSED, 401: EXIT_AUTH}
     if resp.status_code in codes:
+        if not _is_our_problem(resp):  # e.g. a wrong LTFSEE_URL: "no such file" would lie
+            raise StageError(EXIT_NOT_OURS, _not_ours(cfg, resp))
         raise StageError(codes[resp.status_code], f"{cfg['path']}: {_reason(resp)}")
     if resp.status_code not in (200, 201):
         raise StageError(EXIT_SERVER, f"server error {resp.status_code}: {_reason(resp)}")
     try:
         state = resp.json()["state"]
     except (ValueError, KeyError, TypeError):
-        raise StageError(EXIT_SERVER, "server answered without a state") from None
+        raise StageError(EXIT_NOT_OURS, _not_ours(cfg, resp)) from None
     if state not in ("resident", "archived"):
         raise StageError(EXIT_SERVER, f"server answered an unknown state {state!r}")
     return state

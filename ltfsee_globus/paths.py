@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import functools
 import os
+import unicodedata
 from collections.abc import Sequence
 
 from .errors import ApiError
 
 MAX_PATH = 4096
 _GLOB = frozenset("*?[]")
+# Control characters (C0, DEL, C1) and line/paragraph separators: each may end a
+# line of eeadm's output as Python splits it (str.splitlines).
+_BREAKS = frozenset({"Cc", "Zl", "Zp"})
 
 
 def normalise(raw: object) -> str:
     """An absolute, normalised path, or ApiError 400 saying what is wrong.
 
     Refuses what could reach `eeadm` as anything but one file name: relative
-    paths, `..`, NUL and other control characters (a newline would split the
-    recall list), glob characters and components starting with `-`.
+    paths, `..`, names that are not valid UTF-8, control characters and line
+    separators (a newline would split the recall list or eeadm's answer), glob
+    characters and components starting with `-`.
     """
     if not isinstance(raw, str) or not raw:
         raise ApiError(400, "Bad Request", "path must be a non-empty string")
     if len(raw) > MAX_PATH:
         raise ApiError(400, "Bad Request", f"path is longer than {MAX_PATH} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
-        raise ApiError(400, "Bad Request", "path contains a control character")
+    try:
+        raw.encode("utf-8")  # file names found by a walk may hold undecodable bytes
+    except UnicodeEncodeError:
+        raise ApiError(400, "Bad Request", "path is not valid UTF-8") from None
+    if any(unicodedata.category(c) in _BREAKS for c in raw):
+        raise ApiError(400, "Bad Request", "path contains a control character or line break")
     if not raw.startswith("/"):
         raise ApiError(400, "Bad Request", "path must be absolute")
     parts = [p for p in raw.split("/") if p not in ("", ".")]
@@ -73,10 +82,10 @@ def check_resolved(path: str, roots: Sequence[str]) -> None:
         raise ApiError(403, "Forbidden", "path is outside the managed file systems")
 
 
-def is_clean(path: str) -> bool:
-    """True when `path` is one the API itself would accept (see normalise): for
-    paths found by walking the file system, which must meet the same rules."""
+def is_clean_name(name: str) -> bool:
+    """True when a directory entry's name may be part of a path the API accepts
+    (see normalise): for names found by walking the file system."""
     try:
-        return normalise(path) == path
+        return name not in ("", ".", "..") and normalise("/" + name) == "/" + name
     except ApiError:
         return False

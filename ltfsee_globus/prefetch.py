@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from .config import Settings
 from .eeadm import Eeadm, EeadmError
 from .parse import FileState
-from .paths import is_clean, under
+from .paths import is_clean_name, under
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,11 @@ def scan_dir(directory: str) -> list[Entry]:
 
 
 class Tree:
-    """Walk-ordered views of the file system over directory listings kept for a while."""
+    """Walk-ordered views of the file system over directory listings kept for a while.
+
+    Names the API would refuse (see paths.normalise) are left out of every
+    listing: no client can ask for them, and they must never reach `eeadm`.
+    """
 
     def __init__(
         self,
@@ -105,7 +109,7 @@ class Tree:
         if hit is not None and hit[0] > now:
             self._cache.move_to_end(directory)
             return hit[1], hit[2]
-        entries = self.list_dir(directory)
+        entries = [e for e in self.list_dir(directory) if is_clean_name(e[0])]
         names = [e[0] for e in entries]
         self._cache[directory] = (now + self.ttl, entries, names)
         self._cache.move_to_end(directory)
@@ -336,7 +340,7 @@ class Prefetcher:
         tapes: set[str] | None = None,
     ) -> list[tuple[str, int, str | None]]:
         """Migrated files among `cands` (in order) that fit `room`, on `tapes` if given."""
-        fresh = [(p, n) for p, n in cands if p not in seen and is_clean(p)]
+        fresh = [(p, n) for p, n in cands if p not in seen]
         known = self.store.known(p for p, _ in fresh)
         fresh = [(p, n) for p, n in fresh if p not in known]
         out: list[tuple[str, int, str | None]] = []

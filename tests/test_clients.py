@@ -1,5 +1,6 @@
 """The stage apps as Globus runs them: subprocesses against a real gunicorn."""
 
+import http.server
 import os
 import socket
 import subprocess
@@ -159,3 +160,51 @@ def test_advanced_client_end_to_end_with_autofs_map(live_server, sim, tmp_path):
         DEPTH="4",
     )
     assert (res.returncode, res.stdout) == (0, "resident\n"), res.stderr
+
+
+@pytest.fixture
+def foreign_server():
+    """Start an HTTP server that answers every POST with (status, content type, body)."""
+    servers = []
+
+    def start(status: int, ctype: str, body: bytes) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "ctype", "body", "code"),
+    [
+        (404, "text/html", b"<h1>Not Found</h1>", 8),
+        (404, "application/json", b'{"detail": "no route"}', 8),
+        (404, "application/problem+json", b'{"status": 410, "title": "Gone"}', 8),
+        (401, "text/html", b"login first", 8),
+        (200, "text/html", b"<html>welcome to nginx</html>", 8),
+        (404, "application/problem+json", b'{"status": 404, "title": "Not Found"}', 3),
+        (502, "text/html", b"Bad Gateway", 6),
+    ],
+)
+def test_only_our_own_404_means_no_such_file(foreign_server, sim, status, ctype, body, code):
+    url = foreign_server(status, ctype, body)
+    res = run_client(url, sim.files("M")[0])
+    assert (res.returncode, res.stdout) == (code, "")
+    assert ("check LTFSEE_URL" in res.stderr) == (code == 8)

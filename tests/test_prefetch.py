@@ -2,6 +2,7 @@
 store and simulator."""
 
 import json
+import os
 import posixpath
 import random
 
@@ -305,3 +306,23 @@ def test_prefetch_off_queues_only_what_was_asked(pf_app, big, headers):
     )
     assert resp.status_code == 201
     assert svc.store.take_prefetch_triggers() == []
+
+
+HOSTILE_NAMES = [b"-rf", b"a*b", b"q?", b"[x]", b"tab\tx", b"nl\nx", b"del\x7fx", b"\xff.dat"]
+
+
+def test_prefetch_never_hands_eeadm_a_name_the_api_refuses(pf_app, big):
+    """Names found by walking the tree meet the API's path rules before they
+    reach the store or `eeadm` (a newline would split eeadm's output)."""
+    svc = pf_app().extensions["ltfsee"]
+    files = sorted(big.files("M"), key=walk_key)
+    directory = os.fsencode(posixpath.dirname(files[0]))
+    for name in HOSTILE_NAMES:
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(b"x")
+    ask(svc, big, files[:WINDOW])
+    assert Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers() > 0
+    calls = big.calls.read_bytes()
+    stored = {r[0] for r in svc.store.conn().execute("SELECT path FROM files")}
+    assert [n for n in HOSTILE_NAMES if n in calls] == []
+    assert [p for p in stored if not p.isprintable() or "*" in p or "/-" in p] == []

@@ -2,20 +2,57 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import request
 
 from ..errors import ApiError
 
+MAX_DEPTH = 32  # our bodies nest 3 deep; WLCG targetedMetadata a few more
+
+
+def _bad(detail: str) -> ApiError:
+    return ApiError(400, "Bad Request", detail)
+
+
+def check_json(value: Any) -> None:
+    """400 unless `value` nests at most MAX_DEPTH deep and every string (keys
+    included) is valid Unicode: JSON may escape lone surrogates (`"\\ud800"`),
+    which no file name, SQL parameter or log line can hold."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _bad("the body holds a string that is not valid Unicode") from None
+        elif isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise _bad(f"the body nests deeper than {MAX_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
 
 def json_object() -> dict[str, Any]:
-    """The request body as a JSON object, or 400 saying why it is not one."""
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise ApiError(400, "Bad Request", "the body must be valid JSON")
+    """The request body as a JSON object of valid Unicode, or 400 saying why not.
+
+    The Content-Type is not required (the deployed stage apps send JSON
+    without it in places); the body must be UTF-8.
+    """
+    raw = request.get_data(cache=True)  # 413 beyond MAX_BODY_BYTES
+    try:
+        body = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise _bad("the body must be UTF-8 encoded JSON") from None
+    except RecursionError:
+        raise _bad(f"the body nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError:
+        raise _bad("the body must be valid JSON") from None
+    check_json(body)
     if not isinstance(body, dict):
-        raise ApiError(400, "Bad Request", "the body must be a JSON object")
+        raise _bad("the body must be a JSON object")
     return body
 
 
@@ -24,7 +61,7 @@ def optional_str(body: dict[str, Any], name: str, max_len: int = 256) -> str | N
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > max_len:
-        raise ApiError(400, "Bad Request", f"{name} must be a string of at most {max_len} chars")
+        raise _bad(f"{name} must be a string of at most {max_len} chars")
     if any(ord(c) < 32 for c in value):
-        raise ApiError(400, "Bad Request", f"{name} contains a control character")
+        raise _bad(f"{name} contains a control character")
     return value
