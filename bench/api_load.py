@@ -13,12 +13,9 @@ from the store). It also counts the eeadm calls made during the in-flight run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +27,6 @@ import requests
 
 from ltfsee_globus import devserver
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
-from ltfsee_globus.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 RECALL = "/api/v0.5/globus_recall/globus_recall"
@@ -150,11 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(r), flush=True)
         finally:
             server.stop()
-            store = Store(tmp / "state" / "ltfsee-globus.db")
-            for batch in store.running_batches():  # the never-ending recall
-                with contextlib.suppress(ProcessLookupError, TypeError):
-                    os.killpg(batch["pid"], signal.SIGKILL)
-            store.close()
+            devserver.kill_recalls(tmp / "state")  # the never-ending recall
     print("\n| file | connections | requests/s | p50 ms | p99 ms | non-2xx | eeadm calls |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -94,6 +94,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         max_files=settings.LOOKUP_MAX_FILES,
         clock=clock,
         running=store.lookup_running,
+        max_waiting=settings.LOOKUP_MAX_WAITING,
+        breaker_seconds=settings.LOOKUP_BREAKER,
     )
     app.extensions["ltfsee"] = Services(settings, store, eeadm, lookup, clock)
     register_error_handlers(app)

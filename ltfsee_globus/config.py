@@ -53,8 +53,11 @@ class Settings:
     RECALL_MAX_ATTEMPTS: int = 3
     RECALL_RETRY_DELAY: float = 60.0
     FAILED_RETENTION: float = 3600.0
+    RETENTION_DAYS: float = 14.0
     VERIFIED_TTL: float = 3600.0
     LOOKUP_MAX_FILES: int = 500
+    LOOKUP_MAX_WAITING: int = 4
+    LOOKUP_BREAKER: float = 30.0
     TAPE_API_ROOT: str = "/api/v1"
     SITENAME: str = "ltfsee-globus"
     SITE_DESCRIPTION: str = "IBM Spectrum Archive EE tape staging"
@@ -189,10 +192,13 @@ def validate(s: Settings) -> None:
         "RECALL_CONCURRENCY",
         "RECALL_MAX_ATTEMPTS",
         "LOOKUP_MAX_FILES",
+        "LOOKUP_MAX_WAITING",
+        "LOOKUP_BREAKER",
         "MAX_BODY_BYTES",
         "STAGER_POLL",
         "STAGE_MAX_FILES",
         "ARCHIVEINFO_MAX_FILES",
+        "RETENTION_DAYS",
     )
     for name in positive:
         if getattr(s, name) <= 0:
@@ -207,5 +213,10 @@ def validate(s: Settings) -> None:
     ):
         if getattr(s, name) < 0:
             problems.append(f"{name} must not be negative")
+    if max(s.VERIFIED_TTL, s.FAILED_RETENTION) > s.RETENTION_DAYS * 86400:
+        problems.append(
+            "RETENTION_DAYS must keep records at least as long as VERIFIED_TTL and "
+            "FAILED_RETENTION answer from them"
+        )
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

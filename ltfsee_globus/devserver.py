@@ -96,3 +96,18 @@ def start(env: Mapping[str, str], log: Path, *, timeout: float = 30, root: Path 
     except BaseException:
         server.stop(signal.SIGKILL)  # never leave a server behind
         raise
+
+
+def kill_recalls(state_dir: Path) -> None:
+    """Kill the `eeadm recall` processes of batches still running in a store
+    (they run in their own session, so stopping gunicorn leaves them)."""
+    from .store import Store
+
+    store = Store(state_dir / "ltfsee-globus.db")
+    try:
+        for batch in store.running_batches():
+            if batch["pid"]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(batch["pid"], signal.SIGKILL)
+    finally:
+        store.close()

@@ -37,6 +37,7 @@ class EeadmError(Exception):
         output: str = "",
         timed_out: bool = False,
         unavailable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.command = list(command)
@@ -44,6 +45,7 @@ class EeadmError(Exception):
         self.output = output
         self.timed_out = timed_out
         self.unavailable = unavailable
+        self.retry_after = retry_after  # seconds: a client may try again then
 
 
 @dataclass(frozen=True)

@@ -3,41 +3,58 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
 from .eeadm import EeadmError
+from .store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+STORE_RETRY_AFTER = 30  # seconds a client waits when the store cannot be written
 
 
 class ApiError(Exception):
     """An error answered to the client: HTTP status, short title, detail."""
 
-    def __init__(self, status: int, title: str, detail: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(detail or title)
         self.status = status
         self.title = title
         self.detail = detail
+        self.retry_after = retry_after
 
     @classmethod
     def from_eeadm(cls, exc: EeadmError) -> ApiError:
-        """502 eeadm failed, 503 eeadm cannot run, 504 eeadm timed out."""
+        """502 eeadm failed, 503 eeadm cannot run (or is not asked now: see
+        lookup.LookupBusy, with Retry-After), 504 eeadm timed out."""
         if exc.timed_out:
-            return cls(504, "eeadm timed out", str(exc))
+            return cls(504, "eeadm timed out", str(exc), retry_after=exc.retry_after)
         if exc.unavailable:
-            return cls(503, "eeadm unavailable", str(exc))
+            return cls(503, "eeadm unavailable", str(exc), retry_after=exc.retry_after)
         return cls(502, "eeadm failed", str(exc))
 
 
-def problem(status: int, title: str, detail: str | None = None) -> Response:
+def problem(
+    status: int, title: str, detail: str | None = None, retry_after: float | None = None
+) -> Response:
     body = {"type": "about:blank", "status": status, "title": title}
     if detail:
         body["detail"] = detail
-    return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    resp = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return resp
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -47,7 +64,12 @@ def register_error_handlers(app: Flask) -> None:
     def _api_error(exc: ApiError) -> Response:
         if exc.status >= 500:
             log.warning("%s: %s", exc.title, exc.detail)
-        return problem(exc.status, exc.title, exc.detail)
+        return problem(exc.status, exc.title, exc.detail, exc.retry_after)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(exc: StoreUnavailable) -> Response:
+        log.warning("request refused: %s", exc)
+        return problem(503, "Store unavailable", str(exc), retry_after=STORE_RETRY_AFTER)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

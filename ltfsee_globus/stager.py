@@ -27,12 +27,17 @@ from .config import Settings
 from .eeadm import Eeadm, EeadmError
 from .parse import FileState, parse_recall_output
 from .prefetch import Prefetcher
-from .store import DONE, FAILED, QUEUED, Store, Update
+from .store import DONE, FAILED, QUEUED, Store, StoreUnavailable, Update
 
 log = logging.getLogger(__name__)
 
 #: How often an adopted recall (started by an earlier stager) is checked.
 ADOPT_POLL = 1.0
+#: Retention: how often finished records are pruned, and how many per transaction
+#: and per pass (short transactions: polls never wait long for the store).
+PRUNE_EVERY = 60.0
+PRUNE_CHUNK = 1000
+PRUNE_PASS = 20
 
 
 class StagerLock:
@@ -87,6 +92,7 @@ class Stager:
         self._threads: dict[int, threading.Thread] = {}
         self._wake = threading.Event()
         self._progress_at = 0.0
+        self._pruned_at = 0.0
 
     # -- the loop ---------------------------------------------------------------
     def run(self, stop: threading.Event, lock_retry: float = 5.0) -> None:
@@ -102,9 +108,17 @@ class Stager:
         log.info("stager started (pid %d)", os.getpid())
         try:
             self.recover()
+            stalled = False
             while not stop.is_set():
                 try:
                     delay = self.step()
+                    if stalled:
+                        log.warning("the store can be written again; stager resumed")
+                    stalled = False
+                except StoreUnavailable as exc:
+                    if not stalled:
+                        log.warning("stager waits: %s", exc)
+                    stalled, delay = True, 5.0
                 except Exception:
                     log.exception("stager step failed; retrying")
                     delay = 5.0
@@ -117,6 +131,7 @@ class Stager:
     def step(self) -> float:
         """One pass: reap, prefetch, flush due batches. Returns seconds to the next due."""
         self._reap()
+        self.recover()  # batches left running with no thread: a result not recorded
         if self.settings.PREFETCH:
             self.prefetcher.run_triggers()
         self.intake()
@@ -125,6 +140,9 @@ class Stager:
         if now >= self._progress_at + s.PROGRESS_INTERVAL:
             self._progress_at = now
             self.progress()
+        if now >= self._pruned_at + PRUNE_EVERY:
+            self._pruned_at = now
+            self.prune(now)
         next_due = float("inf")
         # polls whose file states are being looked up will queue more files soon
         busy = self.store.lookups_running(s.EEADM_TIMEOUT)
@@ -176,8 +194,12 @@ class Stager:
     def start_batch(self, batch_id: int, paths: list[str], library: str) -> None:
         list_file, _ = self._files(batch_id)
         tmp = list_file.with_suffix(".tmp")
-        tmp.write_text("".join(p + "\n" for p in paths), encoding="utf-8")
-        os.replace(tmp, list_file)
+        try:
+            tmp.write_text("".join(p + "\n" for p in paths), encoding="utf-8")
+            os.replace(tmp, list_file)
+        except OSError as exc:  # STATE_DIR full: recover() puts the files back later
+            log.warning("batch %d: cannot write its file list: %s", batch_id, exc.strerror)
+            return
         log.info(
             "batch %d: recalling %d file(s)%s",
             batch_id,
@@ -209,7 +231,15 @@ class Stager:
                 failure = f"eeadm recall exited with {result.returncode}"
         except EeadmError as exc:
             output, failure = exc.output, str(exc)
-        self.finish(batch_id, output, failure)
+        self._finish_or_defer(batch_id, output, failure)
+
+    def _finish_or_defer(self, batch_id: int, output: str, failure: str | None) -> None:
+        """finish(); when the store cannot take the result, the batch stays
+        running with no thread, and recover() verifies it again later."""
+        try:
+            self.finish(batch_id, output, failure)
+        except StoreUnavailable as exc:
+            log.warning("batch %d: result not recorded, verified again later: %s", batch_id, exc)
         self._wake.set()
 
     def _adopt(self, batch_id: int, pid: int, marker: str) -> None:
@@ -217,8 +247,7 @@ class Stager:
             time.sleep(ADOPT_POLL)
         _, log_file = self._files(batch_id)
         output = log_file.read_text(errors="replace") if log_file.exists() else ""
-        self.finish(batch_id, output, None)
-        self._wake.set()
+        self._finish_or_defer(batch_id, output, None)
 
     def intake(self) -> None:
         """First look at new WLCG stage-request files: on disk, to recall, or failed.
@@ -246,6 +275,23 @@ class Stager:
             else:
                 state, error = None, None
             self.store.intake(r["request_id"], r["path"], r["library"], state, error)
+
+    def prune(self, now: float) -> int:
+        """Forget records finished more than RETENTION_DAYS ago, a chunk at a time."""
+        before = now - self.settings.RETENTION_DAYS * 86400
+        total = 0
+        for _ in range(PRUNE_PASS):
+            n = self.store.prune(before, PRUNE_CHUNK)
+            total += n
+            if n < PRUNE_CHUNK:
+                break
+        if total:
+            log.info(
+                "retention: %d finished record(s) older than %g days pruned",
+                total,
+                self.settings.RETENTION_DAYS,
+            )
+        return total
 
     def progress(self) -> None:
         """Mark files of running batches that are already on disk as done.
@@ -321,8 +367,12 @@ class Stager:
 
     # -- restart ------------------------------------------------------------------------
     def recover(self) -> None:
-        """Adopt running batches whose eeadm is alive; verify those whose eeadm is gone."""
+        """Adopt running batches whose eeadm is alive; verify those whose eeadm
+        is gone. At start-up that is every running batch; later, those whose
+        result could not be recorded or whose start failed halfway."""
         for b in self.store.running_batches():
+            if b["id"] in self._threads:
+                continue
             list_file, _ = self._files(b["id"])
             if b["pid"] and _process_alive(b["pid"], str(list_file)):
                 log.info("batch %d: eeadm (pid %d) still running; adopting", b["id"], b["pid"])

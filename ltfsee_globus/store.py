@@ -130,6 +130,75 @@ MIGRATIONS: list[str] = [
         since REAL NOT NULL
     );
     """,
+    # 4: tallies kept by triggers (a scrape costs the same at 10 million records as
+    # at 10), indexes for retention, and prefetch totals that survive pruning
+    """
+    CREATE TABLE tallies (name TEXT PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0);
+    INSERT INTO tallies (name, n) SELECT 'files:' || status, count(*) FROM files GROUP BY status;
+    INSERT INTO tallies (name, n)
+        SELECT 'batches:' || status, count(*) FROM batches GROUP BY status;
+    INSERT INTO tallies (name, n) SELECT 'prefetch:files', coalesce(sum(files), 0)
+        FROM prefetch_tasks;
+    INSERT INTO tallies (name, n) SELECT 'prefetch:bytes', coalesce(sum(bytes), 0)
+        FROM prefetch_tasks;
+    INSERT INTO tallies (name, n) SELECT 'prefetch:asked_files', coalesce(sum(asked_files), 0)
+        FROM prefetch_tasks;
+    INSERT INTO tallies (name, n) SELECT 'prefetch:asked_bytes', coalesce(sum(asked_bytes), 0)
+        FROM prefetch_tasks;
+    INSERT INTO tallies (name, n)
+        SELECT 'prefetch:dropped_files', coalesce(sum(dropped_files), 0) FROM prefetch_tasks;
+    INSERT INTO tallies (name, n)
+        SELECT 'prefetch:dropped_bytes', coalesce(sum(dropped_bytes), 0) FROM prefetch_tasks;
+    CREATE TRIGGER files_tally_insert AFTER INSERT ON files BEGIN
+        INSERT INTO tallies (name, n) VALUES ('files:' || NEW.status, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER files_tally_delete AFTER DELETE ON files BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'files:' || OLD.status;
+    END;
+    CREATE TRIGGER files_tally_update AFTER UPDATE OF status ON files
+        WHEN OLD.status != NEW.status BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'files:' || OLD.status;
+        INSERT INTO tallies (name, n) VALUES ('files:' || NEW.status, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER batches_tally_insert AFTER INSERT ON batches BEGIN
+        INSERT INTO tallies (name, n) VALUES ('batches:' || NEW.status, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER batches_tally_delete AFTER DELETE ON batches BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'batches:' || OLD.status;
+    END;
+    CREATE TRIGGER batches_tally_update AFTER UPDATE OF status ON batches
+        WHEN OLD.status != NEW.status BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'batches:' || OLD.status;
+        INSERT INTO tallies (name, n) VALUES ('batches:' || NEW.status, 1)
+            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER prefetch_tally_insert AFTER INSERT ON prefetch_tasks BEGIN
+        UPDATE tallies SET n = n + CASE name
+            WHEN 'prefetch:files' THEN NEW.files WHEN 'prefetch:bytes' THEN NEW.bytes
+            WHEN 'prefetch:asked_files' THEN NEW.asked_files
+            WHEN 'prefetch:asked_bytes' THEN NEW.asked_bytes
+            WHEN 'prefetch:dropped_files' THEN NEW.dropped_files
+            WHEN 'prefetch:dropped_bytes' THEN NEW.dropped_bytes END
+        WHERE name LIKE 'prefetch:%';
+    END;
+    CREATE TRIGGER prefetch_tally_update AFTER UPDATE ON prefetch_tasks BEGIN
+        UPDATE tallies SET n = n + CASE name
+            WHEN 'prefetch:files' THEN NEW.files - OLD.files
+            WHEN 'prefetch:bytes' THEN NEW.bytes - OLD.bytes
+            WHEN 'prefetch:asked_files' THEN NEW.asked_files - OLD.asked_files
+            WHEN 'prefetch:asked_bytes' THEN NEW.asked_bytes - OLD.asked_bytes
+            WHEN 'prefetch:dropped_files' THEN NEW.dropped_files - OLD.dropped_files
+            WHEN 'prefetch:dropped_bytes' THEN NEW.dropped_bytes - OLD.dropped_bytes END
+        WHERE name LIKE 'prefetch:%';
+    END;
+    CREATE INDEX files_finished ON files (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX batches_ended ON batches (ended_at) WHERE ended_at IS NOT NULL;
+    CREATE INDEX stage_requests_created ON stage_requests (created_at);
+    CREATE INDEX prefetch_tasks_updated ON prefetch_tasks (updated_at);
+    """,
 ]
 
 #: WLCG Tape REST file states.
@@ -150,6 +219,27 @@ class Update:
     not_before: float = 0.0
     size: int | None = None
     tape: str | None = None
+
+
+#: SQLite errors that say the store cannot be written now, not that we erred.
+_UNAVAILABLE = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_BUSY")
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be written now: STATE_DIR full or read-only, an I/O
+    error, or locked too long. Nothing of the failed transaction was kept;
+    the same call works again once the cause is gone."""
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of a script (a trigger's body holds `;` too)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 def _use_wal(conn: sqlite3.Connection, wait: float = 30.0) -> None:
@@ -192,24 +282,33 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken at once so it never has to upgrade."""
+        """One write transaction, taken at once so it never has to upgrade.
+
+        Raises StoreUnavailable when it cannot be written (nothing of it is kept).
+        """
         conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:  # an error, or a COMMIT that failed
+                    conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorname.startswith(_UNAVAILABLE):
+                raise StoreUnavailable(
+                    f"the store cannot be written ({exc}): is STATE_DIR full or read-only?"
+                ) from exc
             raise
-        conn.execute("COMMIT")
 
     def migrate(self) -> None:
         """Bring the schema to the newest version recorded in MIGRATIONS."""
         with self.tx() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             for n, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        c.execute(statement)
+                for statement in _statements(script):
+                    c.execute(statement)
                 c.execute(f"PRAGMA user_version = {n}")
 
     def close(self) -> None:
@@ -732,23 +831,53 @@ class Store:
             c.execute("DELETE FROM request_files WHERE request_id = ?", (request_id,))
             c.execute("DELETE FROM stage_requests WHERE id = ?", (request_id,))
 
+    # -- retention --------------------------------------------------------------
+    def prune(self, before: float, limit: int = 1000) -> int:
+        """Forget, in one short transaction, up to `limit` records finished before
+        `before`: done and failed files (with who asked for them), finished
+        batches, settled stage requests, idle prefetch tallies. Returns how many
+        went; the stager calls it until that is less than `limit`."""
+        gone = 0
+        with self.tx() as c:
+            paths = c.execute(
+                "SELECT path FROM files WHERE finished_at < ? AND status IN (?, ?) LIMIT ?",
+                (before, DONE, FAILED, limit),
+            ).fetchall()
+            c.executemany("DELETE FROM requesters WHERE path = ?", paths)
+            gone += c.executemany("DELETE FROM files WHERE path = ?", paths).rowcount
+            gone += c.execute(
+                "DELETE FROM batches WHERE id IN (SELECT id FROM batches "
+                "WHERE ended_at < ? AND status = 'done' LIMIT ?)",
+                (before, limit),
+            ).rowcount
+            requests = c.execute(
+                "SELECT id FROM stage_requests r WHERE created_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM request_files f WHERE f.request_id = r.id "
+                "AND (f.state NOT IN (?, ?, ?) OR f.finished_at >= ?)) LIMIT ?",
+                (before, *FINAL, before, max(1, limit // 100)),
+            ).fetchall()
+            for (rid,) in requests:
+                gone += c.execute("DELETE FROM request_files WHERE request_id = ?", (rid,)).rowcount
+                gone += c.execute("DELETE FROM stage_requests WHERE id = ?", (rid,)).rowcount
+            gone += c.execute(
+                "DELETE FROM prefetch_tasks WHERE taskid IN (SELECT taskid FROM prefetch_tasks "
+                "WHERE updated_at < ? LIMIT ?)",
+                (before, limit),
+            ).rowcount
+            c.execute("DELETE FROM lookups WHERE running = 0 AND since < ?", (before,))
+        return gone
+
     # -- operators --------------------------------------------------------------
     def counts(self) -> dict:
         """Totals for the status page and metrics."""
         conn = self.conn()
-        files = dict(conn.execute("SELECT status, count(*) FROM files GROUP BY status"))
-        batches = dict(conn.execute("SELECT status, count(*) FROM batches GROUP BY status"))
-        pf = conn.execute(
-            "SELECT coalesce(sum(files), 0), coalesce(sum(bytes), 0), "
-            "coalesce(sum(asked_files), 0), coalesce(sum(asked_bytes), 0), "
-            "coalesce(sum(dropped_files), 0), coalesce(sum(dropped_bytes), 0) FROM prefetch_tasks"
-        ).fetchone()
+        tally = dict(conn.execute("SELECT name, n FROM tallies"))
         oldest = conn.execute(
             "SELECT min(queued_at) FROM files WHERE status = ?", (QUEUED,)
         ).fetchone()[0]
         return {
-            "files": {s: files.get(s, 0) for s in (QUEUED, RECALLING, DONE, FAILED)},
-            "batches": {"running": batches.get("running", 0), "done": batches.get("done", 0)},
-            "prefetch": dict(zip(PREFETCH_FIELDS, pf, strict=True)),
+            "files": {s: tally.get(f"files:{s}", 0) for s in (QUEUED, RECALLING, DONE, FAILED)},
+            "batches": {s: tally.get(f"batches:{s}", 0) for s in ("running", "done")},
+            "prefetch": {f: tally.get(f"prefetch:{f}", 0) for f in PREFETCH_FIELDS},
             "oldest_queued_age": None if oldest is None else max(self.clock() - oldest, 0.0),
         }

@@ -8,7 +8,9 @@ lookup; a migrated file is queued for the stager, never recalled here.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -19,10 +21,13 @@ from ..app import Services, services
 from ..auth import authenticate
 from ..eeadm import EeadmError
 from ..errors import ApiError
+from ..lookup import Outcome
 from ..parse import FileState
 from ..paths import check_managed, check_resolved
-from ..store import ACTIVE, DONE, FAILED
+from ..store import ACTIVE, DONE, FAILED, StoreUnavailable
 from .common import json_object, optional_str
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("globus", __name__, url_prefix="/api/v0.5")
 
@@ -45,14 +50,19 @@ def choose_library(explicit: str | None, taskid: str | None, libraries: list[str
 
 def require_file(path: str) -> os.stat_result | None:
     """The file's stat; 404 when it does not exist, 400 when it is not a
-    regular file. None when we may not look: that is left to eeadm (which
-    usually runs as root)."""
+    regular file or cannot be reached (a symbolic link loop, a name too long),
+    503 when the file system fails. None when we may not look: that is left to
+    eeadm (which usually runs as root)."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         raise ApiError(404, "Not Found", "no such file") from None
     except PermissionError:
         return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
+            raise ApiError(400, "Bad Request", f"path cannot be opened: {exc.strerror}") from None
+        raise ApiError(503, "File system error", exc.strerror) from None
     if not stat.S_ISREG(st.st_mode):
         raise ApiError(400, "Bad Request", "path is not a regular file")
     return st
@@ -64,8 +74,12 @@ def current_state(svc: Services, path: str, newer_than: float) -> FileState:
         st = svc.lookup.state(path, newer_than)
     except EeadmError as exc:
         raise ApiError.from_eeadm(exc) from None
+    return usable(st)
+
+
+def usable(st: Outcome | None) -> FileState:
     if not isinstance(st, FileState):
-        raise ApiError(502, "Unusable file state", st.reason)
+        raise ApiError(502, "Unusable file state", st.reason if st else "no state")
     return st
 
 
@@ -90,21 +104,41 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
             return answer
     check_resolved(path, s.MANAGED_ROOTS)
     info = require_file(path)
-    st = current_state(svc, path, rec["updated_at"] if rec else 0.0)
-    if st.on_disk:
-        if rec is not None and not rec["requested"]:  # prefetched long ago, asked for now
-            svc.store.note_requester(path, "globus", ref, trigger_prefetch=trigger)
-        return "resident"
-    svc.store.request(
-        path,
-        library,
-        "globus",
-        ref,
-        size=info.st_size if info else None,
-        tape=st.tapes[0] if st.tapes else None,
-        trigger_prefetch=trigger,
-    )
-    return "archived"
+    size = info.st_size if info else None
+    prefetched_unasked = rec is not None and not rec["requested"]
+
+    def act(st: Outcome | None) -> str:
+        """Answer from the file's state: on disk, or queued for a recall."""
+        st = usable(st)
+        if st.on_disk:
+            if prefetched_unasked:  # prefetched long ago, asked for now
+                svc.store.note_requester(path, "globus", ref, trigger_prefetch=trigger)
+            return "resident"
+        svc.store.request(
+            path,
+            library,
+            "globus",
+            ref,
+            size=size,
+            tape=st.tapes[0] if st.tapes else None,
+            trigger_prefetch=trigger,
+        )
+        return "archived"
+
+    def later(st: Outcome) -> None:
+        """The follow-up of a poll answered before its state was known."""
+        try:
+            act(st)
+        except (ApiError, StoreUnavailable) as exc:
+            log.info("%s: not queued after its lookup (%s); its next poll retries", path, exc)
+
+    try:
+        st = svc.lookup.state(path, rec["updated_at"] if rec else 0.0, then=later)
+    except EeadmError as exc:
+        raise ApiError.from_eeadm(exc) from None
+    if st is None:  # every lookup seat is taken: `later` queues it once its state is known
+        return "archived"
+    return act(st)
 
 
 @bp.post("/globus_recall/globus_recall")

@@ -8,7 +8,6 @@ it. A bad file fails that file, never the request.
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
@@ -22,7 +21,7 @@ from ..parse import FileState
 from ..paths import check_managed, normalise
 from ..store import FINAL
 from .common import json_object
-from .globus import choose_library
+from .globus import choose_library, require_file
 
 bp = Blueprint("tape", __name__)
 wellknown = Blueprint("wellknown", __name__)
@@ -189,8 +188,10 @@ def archiveinfo():
         except ApiError as exc:
             answers.append({"path": p, "error": exc.detail or exc.title})
             continue
-        if not os.path.exists(path):
-            answers.append({"path": path, "error": "No such file or directory"})
+        try:
+            require_file(path)
+        except ApiError as exc:
+            answers.append({"path": path, "error": exc.detail or exc.title})
             continue
         answers.append({"path": path})
         to_ask.append(path)
