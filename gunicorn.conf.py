@@ -29,6 +29,8 @@ keepalive = 5
 control_socket_disable = True  # unused, and it would write under $HOME
 logconfig = str(Path(__file__).resolve().parent / "logging.cfg")
 _access_log = _env.bool("ACCESS_LOG", True)
+# gunicorn's default line plus the request's duration in milliseconds
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
 keyfile = _env.str("KEYFILE", None)
 certfile = _env.str("CERTFILE", None)
 if bool(keyfile) != bool(certfile):

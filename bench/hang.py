@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hang-") as d:
         tmp = Path(d)
-        fs = init_library(tmp / "lib", Layout(time_scale=1.0), Timing())
+        layout = Layout(files=4000, dirs=40, time_scale=1.0, premigrated=0, resident=0)
+        fs = init_library(tmp / "lib", layout, Timing())
         lib = Library(tmp / "lib")
         migrated = [r[0] for r in lib.conn.execute("SELECT path FROM files WHERE state = 'M'")]
         lib.close()
@@ -108,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             def client() -> None:
                 while not stop.is_set():
                     with lock:
-                        path = next(files)
+                        path = next(files, None)
+                    if path is None:
+                        raise SystemExit("hang.py: ran out of unknown files; use a shorter run")
                     t = time.monotonic()
                     r = requests.post(url + RECALL, json={"path": path}, headers=HDR, timeout=300)
                     answers.append(

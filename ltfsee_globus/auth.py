@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Mapping
 
 from flask import Request
 
 from .errors import ApiError
+
+log = logging.getLogger(__name__)
 
 
 def presented_key(request: Request) -> str | None:
@@ -35,5 +38,11 @@ def authenticate(request: Request, keys: Mapping[str, str]) -> str:
         if hmac.compare_digest(given, expected.encode()) and matched is None:
             matched = name
     if matched is None:
+        log.warning(
+            "rejected an API key from %s for %s %s",
+            request.remote_addr,
+            request.method,
+            request.path,
+        )
         raise ApiError(401, "Unauthorized", "the API key is not valid")
     return matched

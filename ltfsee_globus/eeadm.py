@@ -9,6 +9,7 @@ or the simulator `eeadm-sim`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -46,6 +47,11 @@ class EeadmError(Exception):
         self.timed_out = timed_out
         self.unavailable = unavailable
         self.retry_after = retry_after  # seconds: a client may try again then
+
+
+def _subcommand(args: Sequence[str]) -> str:
+    """`file state`, `recall`, `node list`: the leading words, not options or paths."""
+    return " ".join(itertools.takewhile(str.isalpha, args[:2]))
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ class Eeadm:
             stdout, _ = proc.communicate()
             output = self._output(stdout, log_path)
             raise EeadmError(
-                f"eeadm {args[0] if args else ''} timed out after {timeout:g}s",
+                f"eeadm {_subcommand(args)} timed out after {timeout:g}s",
                 command=argv,
                 output=output,
                 timed_out=True,
@@ -130,7 +136,7 @@ class Eeadm:
         output = self._output(stdout, log_path)
         if check and proc.returncode != 0:
             raise EeadmError(
-                f"eeadm {args[0] if args else ''} exited with {proc.returncode}",
+                f"eeadm {_subcommand(args)} exited with {proc.returncode}",
                 command=argv,
                 returncode=proc.returncode,
                 output=output,
@@ -155,6 +161,10 @@ class Eeadm:
             size += n
         if chunk:
             yield chunk
+
+    def node_list(self, timeout: float | None = None) -> str:
+        """`eeadm node list`: the cheapest call that shows EE answers (readiness)."""
+        return self.run(["node", "list"], timeout=timeout).output
 
     def file_state(self, paths: Sequence[str]) -> dict[str, FileState | StateError]:
         """States of many files, with as few `eeadm file state -s` calls as fit.

@@ -46,9 +46,14 @@ class ApiError(Exception):
 
 
 def problem(
-    status: int, title: str, detail: str | None = None, retry_after: float | None = None
+    status: int,
+    title: str,
+    detail: str | None = None,
+    retry_after: float | None = None,
+    extra: dict | None = None,
 ) -> Response:
-    body = {"type": "about:blank", "status": status, "title": title}
+    """A problem+json answer; `extra` adds members (RFC 7807 extensions)."""
+    body = {"type": "about:blank", "status": status, "title": title, **(extra or {})}
     if detail:
         body["detail"] = detail
     resp = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
@@ -64,7 +69,10 @@ def register_error_handlers(app: Flask) -> None:
     def _api_error(exc: ApiError) -> Response:
         if exc.status >= 500:
             log.warning("%s: %s", exc.title, exc.detail)
-        return problem(exc.status, exc.title, exc.detail, exc.retry_after)
+        resp = problem(exc.status, exc.title, exc.detail, exc.retry_after)
+        if exc.status == 401:  # RFC 9110: say how to authenticate
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="ltfsee-globus"'
+        return resp
 
     @app.errorhandler(StoreUnavailable)
     def _store_unavailable(exc: StoreUnavailable) -> Response:

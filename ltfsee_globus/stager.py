@@ -342,10 +342,21 @@ class Stager:
                 why = st.reason
             else:
                 why = reason or "file still not on disk after recall"
-            if n >= self.settings.RECALL_MAX_ATTEMPTS:
+            most = self.settings.RECALL_MAX_ATTEMPTS
+            if n >= most:
+                log.warning("batch %d: %s failed after %d attempt(s): %s", batch_id, p, n, why)
                 updates.append(Update(p, FAILED, last_error=f"after {n} attempt(s): {why}"))
             else:
                 delay = self.settings.RECALL_RETRY_DELAY * 2 ** (n - 1)
+                log.warning(
+                    "batch %d: %s not on disk (attempt %d of %d), retried in %.0f s: %s",
+                    batch_id,
+                    p,
+                    n,
+                    most,
+                    delay,
+                    why,
+                )
                 updates.append(Update(p, QUEUED, last_error=why, not_before=now + delay))
         ok = sum(u.status == DONE for u in updates)
         outcome = "succeeded" if ok == len(updates) else ("failed" if ok == 0 else "partial")

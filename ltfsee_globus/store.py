@@ -199,6 +199,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX stage_requests_created ON stage_requests (created_at);
     CREATE INDEX prefetch_tasks_updated ON prefetch_tasks (updated_at);
     """,
+    # 5: what readiness checks write, to know the store takes writes
+    """
+    CREATE TABLE probes (name TEXT PRIMARY KEY, at REAL NOT NULL);
+    """,
 ]
 
 #: WLCG Tape REST file states.
@@ -868,6 +872,15 @@ class Store:
         return gone
 
     # -- operators --------------------------------------------------------------
+    def probe(self, name: str) -> None:
+        """A small write (StoreUnavailable when the store takes none): readiness."""
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO probes (name, at) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET at = excluded.at",
+                (name, self.clock()),
+            )
+
     def counts(self) -> dict:
         """Totals for the status page and metrics."""
         conn = self.conn()

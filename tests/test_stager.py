@@ -1,5 +1,6 @@
 """The stager over the real store and simulator, with a fake clock for windows."""
 
+import logging
 import subprocess
 
 import pytest
@@ -123,7 +124,8 @@ def test_concurrency_bound(staged, sim):
     assert len(sim.invocations("recall")) == 3
 
 
-def test_retries_back_off_then_fail_with_reason(staged, sim, clock):
+def test_retries_back_off_then_fail_with_reason(staged, sim, clock, caplog):
+    caplog.set_level(logging.WARNING, logger="ltfsee_globus.stager")
     svc, stager = staged(RECALL_MAX_ATTEMPTS=3, RECALL_RETRY_DELAY=100)
     path = sim.files("M")[0]
     lib = Library(sim.root)
@@ -143,6 +145,12 @@ def test_retries_back_off_then_fail_with_reason(staged, sim, clock):
     rec = svc.store.lookup(path)
     assert len(sim.invocations("recall")) == 3
     assert rec["status"] == FAILED and "after 3 attempt(s)" in rec["last_error"]
+    said = [r.getMessage() for r in caplog.records if path in r.getMessage()]
+    assert [m.split(path)[1].split(":")[0] for m in said] == [
+        " not on disk (attempt 1 of 3), retried in 100 s",
+        " not on disk (attempt 2 of 3), retried in 200 s",
+        " failed after 3 attempt(s)",
+    ]
 
 
 def test_eeadm_recall_hanging_is_timed_out_and_retried(staged, sim, fake_eeadm, tmp_path):

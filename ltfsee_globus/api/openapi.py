@@ -301,6 +301,13 @@ def document(s: Settings) -> dict:
                 "get": _op("Queue, batches and stager state", {"200": _json({"type": "object"})})
             },
             "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"})}, secured=False)},
+            "/readyz": {
+                "get": _op(
+                    "Readiness: the store takes writes, a stager runs, eeadm answers",
+                    {"200": _json({"type": "object"}), **_errors(503)},
+                    secured=False,
+                )
+            },
             "/metrics": {
                 "get": _op(
                     "Prometheus metrics",

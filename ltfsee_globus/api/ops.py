@@ -12,6 +12,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..app import Services, services
 from ..auth import authenticate
+from ..eeadm import EeadmError
+from ..errors import problem
+from ..store import StoreUnavailable
 
 bp = Blueprint("ops", __name__)
 
@@ -81,6 +84,41 @@ def healthz():
     return jsonify(status="ok")
 
 
+#: Seconds `eeadm node list` may take in a readiness check.
+READY_EEADM_TIMEOUT = 10.0
+
+
+def readiness(svc: Services) -> dict[str, str]:
+    """Each readiness check and what it found: "ok" or the reason it failed."""
+    checks = {}
+    try:
+        svc.store.probe("readyz")
+        checks["store"] = "ok"
+    except StoreUnavailable as exc:
+        checks["store"] = str(exc)
+    checks["stager"] = "ok" if stager_running(svc) else "no stager holds STATE_DIR/stager.lock"
+    if svc.lookup.breaker_open():
+        checks["eeadm"] = "eeadm file state timed out; lookups are refused for now"
+    else:
+        try:
+            svc.eeadm.node_list(timeout=min(svc.settings.EEADM_TIMEOUT, READY_EEADM_TIMEOUT))
+            checks["eeadm"] = "ok"
+        except EeadmError as exc:
+            checks["eeadm"] = str(exc)
+    return checks
+
+
+@bp.get("/readyz")
+def readyz():
+    """200 when this instance can do its work; 503 naming what stops it."""
+    checks = readiness(services())
+    failed = {k: v for k, v in checks.items() if v != "ok"}
+    if failed:
+        detail = "; ".join(f"{k}: {v}" for k, v in failed.items())
+        return problem(503, "Not ready", detail, extra={"checks": checks})
+    return jsonify(status="ready", checks=checks)
+
+
 @bp.get("/api/status")
 def status():
     svc = services()
@@ -92,4 +130,4 @@ def status():
 def metrics():
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(services()))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,233 @@
+"""A year of data: does a big store slow the service, and does retention stop its growth?
+
+Part 1 (cost): the real service (gunicorn, embedded stager, shipped
+defaults) over an empty store and over one pre-filled with `--records`
+file records finished a day ago (each with its requester), on a simulated library
+whose recalls never end. Measured on each: polls of a file whose recall is
+in flight (answered from the store) from 8 threads for `--seconds`, and 50
+sequential GETs of /metrics and /api/status.
+
+Part 2 (growth): the pre-filled store's records are then dated 30 days
+back, so the shipped RETENTION_DAYS (14) applies to them. The service runs while this
+script adds finished records at `--rate` per second straight through the
+store's API (as recalls would), for `--minutes`, once with the shipped
+retention and once with RETENTION_DAYS=36500 (kept 100 years); the store's
+size (database + WAL) is sampled every 10 s.
+
+    python bench/bigstore.py [--records 10000000] [--seconds 10] [--minutes 3]
+
+Leaves out: VACUUM (SQLite reuses freed pages; the file never shrinks),
+a disk slower than this machine's, and the stager's own recalls during part 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from ltfsee_globus import devserver
+from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
+from ltfsee_globus.store import DONE, Store, Update
+
+RECALL = "/api/v0.5/globus_recall/globus_recall"
+KEY = "bench-key"
+HDR = {"X-API-KEY": KEY}
+DAY = 86400.0
+
+
+def prefill(db: Path, n: int, finished_at: float) -> float:
+    """n done files (and their requesters), finished at `finished_at`; seconds taken."""
+    Store(db).close()  # the schema
+    t = time.monotonic()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("BEGIN")
+    conn.execute(
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?1) "
+        "INSERT INTO files (path, status, attempts, requested, size, tape, queued_at, "
+        "created_at, updated_at, finished_at) SELECT printf('/gpfs/old/d%05d/f%09d', i / 1000, i), "
+        "'done', 1, 1, 1000000000, 'T00001L8', ?2 - 600, ?2 - 600, ?2, ?2 FROM c",
+        (n, finished_at),
+    )
+    conn.execute(
+        "INSERT INTO requesters (path, kind, ref, created_at) "
+        "SELECT path, 'globus', 'task-' || (rowid / 5000), created_at FROM files"
+    )
+    conn.execute("COMMIT")
+    conn.close()
+    return time.monotonic() - t
+
+
+def redate(db: Path, finished_at: float) -> None:
+    """Move every finished record's date to `finished_at`."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE files SET finished_at = ? WHERE finished_at IS NOT NULL", (finished_at,))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def size(state: Path) -> int:
+    return sum(p.stat().st_size for p in state.glob("ltfsee-globus.db*"))
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000, 1)
+
+
+def library(tmp: Path) -> tuple[Path, list[str], str]:
+    fs = init_library(tmp / "lib", Layout(files=300, premigrated=0, resident=0), Timing())
+    lib = Library(tmp / "lib")
+    migrated = [r[0] for r in lib.conn.execute("SELECT path FROM files WHERE state = 'M'")]
+    lib.close()
+    command = devserver.eeadm_wrapper(
+        tmp / "eeadm",
+        tmp / "lib",
+        tmp / "calls.log",
+        before='if [ "$1" = recall ]; then exec sleep 3600; fi\n',  # in flight for good
+    )
+    return fs, migrated, command[0]
+
+
+def serve(tmp: Path, state: Path, fs: Path, command: str, **extra: str) -> devserver.Gunicorn:
+    env = {
+        "AUTH_KEY": KEY,
+        "EEADM_COMMAND": command,
+        "MANAGED_ROOTS": str(fs),
+        "STATE_DIR": str(state),
+        "LOGLEVEL": "WARNING",
+        "ACCESS_LOG": "false",
+        **extra,
+    }
+    return devserver.start(env, tmp / f"gunicorn-{state.name}.log", timeout=300)
+
+
+def cost(tmp: Path, state: Path, fs: Path, migrated: list[str], command: str, secs: float) -> dict:
+    server = serve(tmp, state, fs, command)
+    try:
+        url = server.url
+        body = {"path": migrated[0], "globus_taskid": "bench"}
+        assert requests.post(url + RECALL, json=body, headers=HDR, timeout=30).status_code == 201
+        stop = threading.Event()
+        polls: list[float] = []
+
+        def client() -> None:
+            with requests.Session() as s:
+                while not stop.is_set():
+                    t = time.monotonic()
+                    r = s.post(url + RECALL, json=body, headers=HDR, timeout=30)
+                    polls.append(time.monotonic() - t)
+                    assert r.status_code == 201, r.text
+
+        with ThreadPoolExecutor(8) as pool:
+            jobs = [pool.submit(client) for _ in range(8)]
+            time.sleep(secs)
+            stop.set()
+            for j in jobs:
+                j.result()
+        out: dict = {"polls": len(polls), "poll_p50_ms": pct(polls, 0.5)}
+        out["poll_p99_ms"] = pct(polls, 0.99)
+        for route in ("/metrics", "/api/status"):
+            times = []
+            for _ in range(50):
+                t = time.monotonic()
+                assert requests.get(url + route, headers=HDR, timeout=30).ok
+                times.append(time.monotonic() - t)
+            out[f"{route}_p50_ms"] = pct(times, 0.5)
+            out[f"{route}_p99_ms"] = pct(times, 0.99)
+        return out
+    finally:
+        server.stop()
+        devserver.kill_recalls(state)
+
+
+def growth(tmp: Path, state: Path, fs: Path, command: str, rate: int, minutes: float, **extra):
+    """Store size every 10 s while finished records arrive at `rate` per second."""
+    server = serve(tmp, state, fs, command, **extra)
+    store = Store(state / "ltfsee-globus.db")
+    samples = [(0, size(state))]
+    try:
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < minutes * 60:
+            tick = time.monotonic()
+            paths = [f"/gpfs/new/{state.name}/f{n + i:09d}" for i in range(rate)]
+            n += rate
+            for p in paths:
+                store.request(p, "", "globus", "bench", size=10**9, tape="T00002L8")
+            batch = store.claim("", rate)
+            if batch is not None:
+                store.finish_batch(
+                    batch[0],
+                    outcome="succeeded",
+                    detail="",
+                    eeadm_task_id=None,
+                    updates=[Update(p, DONE) for p in batch[1]],
+                )
+            elapsed = time.monotonic() - t0
+            if elapsed >= len(samples) * 10:
+                samples.append((round(elapsed), size(state)))
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+        counts = store.counts()["files"]
+    finally:
+        store.close()
+        server.stop()
+        devserver.kill_recalls(state)
+    return {"added": n, "files_left": counts, "size_mb": [(t, s // 10**6) for t, s in samples]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=10_000_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--rate", type=int, default=100, help="finished records per second")
+    args = ap.parse_args(argv)
+    result: dict = {"records": args.records}
+    with tempfile.TemporaryDirectory(prefix="bigstore-", dir="/var/tmp") as d:
+        tmp = Path(d)
+        fs, migrated, command = library(tmp)
+        empty, full = tmp / "empty", tmp / "full"
+        empty.mkdir()
+        full.mkdir()
+        result["prefill_s"] = round(
+            prefill(full / "ltfsee-globus.db", args.records, time.time() - DAY), 1
+        )
+        result["full_size_mb"] = size(full) // 10**6
+        print(json.dumps(result), flush=True)
+        result["empty"] = cost(tmp, empty, fs, migrated, command, args.seconds)
+        print(json.dumps(result["empty"]), flush=True)
+        result["full"] = cost(tmp, full, fs, migrated, command, args.seconds)
+        print(json.dumps(result["full"]), flush=True)
+        redate(full / "ltfsee-globus.db", time.time() - 30 * DAY)  # now past retention
+        kept = tmp / "kept"
+        shutil.copytree(full, kept)  # the same store for part 2's other mode
+        result["retention_14d"] = growth(tmp, full, fs, command, args.rate, args.minutes)
+        print(json.dumps(result["retention_14d"]), flush=True)
+        result["kept_100y"] = growth(
+            tmp, kept, fs, command, args.rate, args.minutes, RETENTION_DAYS="36500"
+        )
+        print(json.dumps(result["kept_100y"]), flush=True)
+    e, f = result["empty"], result["full"]
+    ratios = {k: round(f[k] / e[k], 2) for k in e if k.endswith("_ms") and e[k]}
+    result["full_over_empty"] = ratios
+    print(json.dumps(result, indent=2))
+    # from the second sample on: the first is taken before the WAL reaches its working size
+    grew = [s for _, s in result["retention_14d"]["size_mb"]][1:]
+    ok = all(ratios[k] <= 1.5 for k in ratios if "p99" in k) and grew[-1] <= grew[0]
+    print("goals met" if ok else "GOALS MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

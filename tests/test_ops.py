@@ -1,0 +1,55 @@
+"""What operators and orchestrators ask: readiness, through the real app and stager."""
+
+import logging
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ltfsee_globus import devserver
+
+
+def test_readyz_follows_the_stager_and_eeadm_within_one_check(make_app, sim, tmp_path, wait_for):
+    broken = tmp_path / "eeadm-broken"
+    command = devserver.eeadm_wrapper(
+        tmp_path / "switchable-eeadm",
+        sim.root,
+        tmp_path / "calls",
+        before=f"if [ -e '{broken}' ]; then echo 'GLESL700E: EE is down' >&2; exit 2; fi\n",
+    )
+    app = make_app(EEADM_COMMAND=command)
+    client = app.test_client()
+    first = client.get("/readyz")
+    assert first.status_code == 503 and first.mimetype == "application/problem+json"
+    assert first.get_json()["checks"] == {
+        "store": "ok",
+        "stager": "no stager holds STATE_DIR/stager.lock",
+        "eeadm": "ok",
+    }
+    app.extensions["ltfsee"].start_stager()
+    ready = wait_for(lambda: (r := client.get("/readyz")).status_code == 200 and r, what="ready")
+    assert ready.get_json() == {
+        "status": "ready",
+        "checks": dict.fromkeys(("store", "stager", "eeadm"), "ok"),
+    }
+    broken.touch()
+    down = client.get("/readyz")
+    assert down.status_code == 503 and "eeadm" in down.get_json()["detail"]
+    assert down.get_json()["checks"]["eeadm"].startswith("eeadm node list exited with 2")
+    broken.unlink()
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_a_rejected_key_is_logged_without_key_material(client, caplog):
+    caplog.set_level(logging.WARNING, logger="ltfsee_globus.auth")
+    resp = client.get("/api/status", headers={"X-API-KEY": "s3cret-guess-123"})
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="ltfsee-globus"'
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["rejected an API key from 127.0.0.1 for GET /api/status"]
+    assert "s3cret" not in caplog.text
+
+
+def test_metrics_content_type_names_its_charset_once(client):
+    resp = client.get("/metrics")
+    assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    assert resp.headers["Content-Type"].count("charset") == 1
