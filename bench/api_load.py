@@ -94,12 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="api-load-") as d:
         tmp = Path(d)
         fs = init_library(tmp / "lib", Layout(time_scale=1.0), Timing())
-        lib = Library(tmp / "lib")
-        resident, migrated = (
-            lib.conn.execute("SELECT path FROM files WHERE state = ? LIMIT 1", (s,)).fetchone()[0]
-            for s in ("R", "M")
-        )
-        lib.close()
+        resident, migrated = (Library.list_paths(tmp / "lib", s)[0] for s in ("R", "M"))
         calls = tmp / "calls.log"
         command = devserver.eeadm_wrapper(
             tmp / "eeadm",

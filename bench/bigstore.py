@@ -87,9 +87,7 @@ def pct(xs: list[float], q: float) -> float:
 
 def library(tmp: Path) -> tuple[Path, list[str], str]:
     fs = init_library(tmp / "lib", Layout(files=300, premigrated=0, resident=0), Timing())
-    lib = Library(tmp / "lib")
-    migrated = [r[0] for r in lib.conn.execute("SELECT path FROM files WHERE state = 'M'")]
-    lib.close()
+    migrated = Library.list_paths(tmp / "lib", "M")
     command = devserver.eeadm_wrapper(
         tmp / "eeadm",
         tmp / "lib",

@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         layout = Layout(files=4000, dirs=40, time_scale=1.0, premigrated=0, resident=0)
         fs = init_library(tmp / "lib", layout, Timing())
-        lib = Library(tmp / "lib")
-        migrated = [r[0] for r in lib.conn.execute("SELECT path FROM files WHERE state = 'M'")]
-        lib.close()
+        migrated = Library.list_paths(tmp / "lib", "M")
         hang = tmp / "hang"
         command = devserver.eeadm_wrapper(
             tmp / "eeadm",

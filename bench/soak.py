@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         layout = Layout(files=3000, dirs=60, tapes=10, drives=4, time_scale=100.0)
         fs = init_library(tmp / "lib", layout, Timing())
-        lib = Library(tmp / "lib")
-        files = [r[0] for r in lib.conn.execute("SELECT path FROM files")]
-        lib.close()
+        files = Library.list_paths(tmp / "lib")
         command = devserver.eeadm_wrapper(tmp / "eeadm", tmp / "lib", tmp / "calls.log")
         env = {
             "AUTH_KEY": KEY,

@@ -250,11 +250,7 @@ def make_library(where: Path, tree: Tree, placement: str, seed: int, scale: floa
     layout = tree.layout(placement, seed)
     layout.time_scale = scale
     init_library(where, layout, Timing())
-    lib = Library(where)
-    try:
-        files = [os.path.relpath(r[0], where) for r in lib.conn.execute("SELECT path FROM files")]
-    finally:
-        lib.close()
+    files = [os.path.relpath(p, where) for p in Library.list_paths(where)]
     return sorted(files, key=walk_key)
 
 

@@ -117,13 +117,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "BIND": args.bind,
     }
     os.environ.update(env)
-    lib = Library(sim)
-    try:
-        row = lib.conn.execute(
-            "SELECT path FROM files WHERE state = 'M' ORDER BY path LIMIT 1"
-        ).fetchone()
-    finally:
-        lib.close()
+    migrated = Library.list_paths(sim, "M")
     host, _, port = args.bind.rpartition(":")
     scheme = "https" if os.environ.get("CERTFILE") else "http"
     url = f"{scheme}://{host if host not in ('0.0.0.0', '') else 'localhost'}:{port}"  # noqa: S104
@@ -132,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"\nltfsee-globus demo\n  URL:      {url}\n  AUTH_KEY: {key}\n"
         f"  library:  {sim} (simulated eeadm, time x{Layout().time_scale:g})\n"
         f"  try:      LTFSEE_URL={url} AUTH_KEY={key} GLOBUS_STAGE_TASKID=demo "
-        f"GLOBUS_STAGE_PATH={row['path']} {sys.executable} {client}\n"
+        f"GLOBUS_STAGE_PATH={migrated[0]} {sys.executable} {client}\n"
         f"            (archived at first; run it again after a few seconds: resident)\n",
         flush=True,
     )

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from ltfsee_globus import create_app, devserver
-from ltfsee_globus.sim.library import Layout, Timing, init_library
+from ltfsee_globus.sim.library import Layout, Library, Timing, init_library, store_path
 
 KEY = "test-key-0123456789"
 HEADERS = {"X-API-KEY": KEY}
@@ -31,17 +31,14 @@ class SimLib:
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows of one query on the simulator's store (read-only use)."""
-        conn = sqlite3.connect(self.root / ".eeadm-sim" / "library.db")
+        conn = sqlite3.connect(store_path(self.root))
         try:
             return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
 
     def files(self, state: str | None = None) -> list[str]:
-        rows = self._query(
-            "SELECT path FROM files WHERE ? IS NULL OR state = ? ORDER BY path", (state, state)
-        )
-        return [r[0] for r in rows]
+        return Library.list_paths(self.root, state)
 
     def state_of(self, path: str) -> str:
         return self._query("SELECT state FROM files WHERE path = ?", (path,))[0][0]

@@ -139,6 +139,22 @@ class Library:
                 out.append((p, row, os.path.isfile(p)))
         return out
 
+    def paths(self, state: str | None = None) -> list[str]:
+        """The library's files, by path; only those in `state` (R, P, M) if given."""
+        rows = self.conn.execute(
+            "SELECT path FROM files WHERE ?1 IS NULL OR state = ?1 ORDER BY path", (state,)
+        )
+        return [r[0] for r in rows]
+
+    @classmethod
+    def list_paths(cls, root: str | os.PathLike, state: str | None = None) -> list[str]:
+        """paths() of the library at `root`, opened and closed for the call."""
+        lib = cls(root)
+        try:
+            return lib.paths(state)
+        finally:
+            lib.close()
+
     def libraries(self) -> list[str]:
         rows = self.conn.execute("SELECT DISTINCT library FROM tapes ORDER BY library")
         return [r[0] for r in rows]
