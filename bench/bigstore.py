@@ -37,7 +37,7 @@ import requests
 
 from ltfsee_globus import devserver
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
-from ltfsee_globus.store import DONE, Store, Update
+from ltfsee_globus.store import DONE, STORE_FILE, Store, Update
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 KEY = "bench-key"
@@ -77,7 +77,7 @@ def redate(db: Path, finished_at: float) -> None:
 
 
 def size(state: Path) -> int:
-    return sum(p.stat().st_size for p in state.glob("ltfsee-globus.db*"))
+    return sum(p.stat().st_size for p in state.glob(STORE_FILE + "*"))
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -152,7 +152,7 @@ def cost(tmp: Path, state: Path, fs: Path, migrated: list[str], command: str, se
 def growth(tmp: Path, state: Path, fs: Path, command: str, rate: int, minutes: float, **extra):
     """Store size every 10 s while finished records arrive at `rate` per second."""
     server = serve(tmp, state, fs, command, **extra)
-    store = Store(state / "ltfsee-globus.db")
+    store = Store(state / STORE_FILE)
     samples = [(0, size(state))]
     try:
         t0 = time.monotonic()
@@ -198,16 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         empty, full = tmp / "empty", tmp / "full"
         empty.mkdir()
         full.mkdir()
-        result["prefill_s"] = round(
-            prefill(full / "ltfsee-globus.db", args.records, time.time() - DAY), 1
-        )
+        result["prefill_s"] = round(prefill(full / STORE_FILE, args.records, time.time() - DAY), 1)
         result["full_size_mb"] = size(full) // 10**6
         print(json.dumps(result), flush=True)
         result["empty"] = cost(tmp, empty, fs, migrated, command, args.seconds)
         print(json.dumps(result["empty"]), flush=True)
         result["full"] = cost(tmp, full, fs, migrated, command, args.seconds)
         print(json.dumps(result["full"]), flush=True)
-        redate(full / "ltfsee-globus.db", time.time() - 30 * DAY)  # now past retention
+        redate(full / STORE_FILE, time.time() - 30 * DAY)  # now past retention
         kept = tmp / "kept"
         shutil.copytree(full, kept)  # the same store for part 2's other mode
         result["retention_14d"] = growth(tmp, full, fs, command, args.rate, args.minutes)

@@ -18,11 +18,9 @@ from .eeadm import Eeadm
 from .errors import register_error_handlers
 from .lookup import StateLookup
 from .stager import Stager
-from .store import Store
+from .store import STORE_FILE, Store
 
 log = logging.getLogger(__name__)
-
-STORE_FILE = "ltfsee-globus.db"
 
 
 @dataclass

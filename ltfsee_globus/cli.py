@@ -2,18 +2,30 @@
 
     ltfsee-globus check-config              validate settings, print them (keys hidden)
     ltfsee-globus stager                    run the stager standalone (its own unit)
+    ltfsee-globus status [--json]           stager, queue by library and tape, batches, failures
+    ltfsee-globus files [--status S] [--library L] [--tape T] [--task ID] [--prefix P]
+    ltfsee-globus batches [--limit N]       newest recall batches, running first
+    ltfsee-globus retry PATH... | --failed  queue failed files again (attempts reset)
+    ltfsee-globus cancel PATH... | --task ID   forget queued files (never a running recall)
+    ltfsee-globus forget PATH...            drop a failure, so the next poll starts afresh
+    ltfsee-globus doctor                    config, store, stager lock, eeadm, disk
     ltfsee-globus simulator init DIR [--demo | layout options]
     ltfsee-globus simulator stats DIR       counters and task timings as JSON
     ltfsee-globus simulator damage DIR PATH...   make files unreadable (failure drills)
     ltfsee-globus simulator migrate DIR PATH...  put files back on tape only
     ltfsee-globus demo [--dir DIR] [--bind ADDR] start gunicorn on a demo library
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 invalid configuration.
+The operator commands work on the store directly, with the service up or
+down; each change is recorded in the store (who, when, what) and logged.
+
+Exit codes: 0 ok, 1 runtime failure (doctor: a check failed), 2 usage,
+3 invalid configuration.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -22,13 +34,26 @@ import shutil
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from .config import ConfigError, load_settings
+from .eeadm import Eeadm
+from .health import readiness, stager_running
 from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
+from .store import FAILED, STORE_FILE, Store, StoreUnavailable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+#: `doctor` warns below this much free space in STATE_DIR.
+DOCTOR_MIN_FREE = 1 << 30
+
+log = logging.getLogger(__name__)
+
+
+class UsageError(Exception):
+    """A command line that cannot be acted on (exit 2)."""
 
 
 def cmd_check_config(_args: argparse.Namespace) -> int:
@@ -39,13 +64,153 @@ def cmd_check_config(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_stager(_args: argparse.Namespace) -> int:
-    from .app import create_app
-
+def _logging() -> None:
+    """Log to stderr (the journal under systemd) at LOGLEVEL."""
     logging.basicConfig(
         level=os.environ.get("LOGLEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+@contextmanager
+def _store() -> Iterator[Store]:
+    """The configured store, closed afterwards."""
+    store = Store(load_settings().state_dir / STORE_FILE)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _show(rows: list[dict], columns: list[str], as_json: bool) -> int:
+    print(json.dumps(rows, indent=2) if as_json else _table(rows, columns))
+    return EXIT_OK
+
+
+def _who() -> str:
+    """The operator: the user behind sudo if any."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    """Rows as aligned text columns."""
+    cells = [columns] + [["" if r.get(c) is None else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def status_report(store: Store, state_dir: Path) -> dict:
+    """What `status` shows (and the status page will)."""
+    now = store.clock()
+    failed = store.files(status=FAILED, limit=10)
+    batches = [b for b in store.batches(limit=50) if b["status"] == "running"]
+    return {
+        "stager_running": stager_running(state_dir),
+        "files": store.counts()["files"],
+        "queue": store.queue_by_tape(),
+        "running_batches": [{**b, "age": now - b["started_at"]} for b in batches],
+        "recent_failures": failed,
+        "prefetch": store.counts()["prefetch"],
+        "operator_actions": store.operator_actions(limit=5),
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _store() as store:
+        report = status_report(store, load_settings().state_dir)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    f = report["files"]
+    print(f"stager: {'running' if report['stager_running'] else 'NOT RUNNING'}")
+    print(", ".join(f"{k} {v}" for k, v in f.items()))
+    print("\nqueue by library and tape:")
+    queue = [{**q, "oldest": _age(q["oldest_age"])} for q in report["queue"]]
+    print(_table(queue, ["library", "tape", "files", "bytes", "oldest"]) if queue else "  empty")
+    print("\nrunning batches:")
+    running = [
+        {**b, "done": f"{b['files_done']}/{b['n_files']}", "age": _age(b["age"])}
+        for b in report["running_batches"]
+    ]
+    print(_table(running, ["id", "library", "done", "age", "pid"]) if running else "  none")
+    print("\nrecent failures:")
+    fails = report["recent_failures"]
+    print(_table(fails, ["path", "attempts", "last_error"]) if fails else "  none")
+    return EXIT_OK
+
+
+def cmd_files(args: argparse.Namespace) -> int:
+    with _store() as store:
+        rows = store.files(
+            status=args.status,
+            library=args.library,
+            tape=args.tape,
+            task=args.task,
+            prefix=args.prefix,
+            limit=args.limit,
+        )
+    return _show(rows, ["path", "status", "library", "tape", "attempts", "last_error"], args.json)
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    with _store() as store:
+        rows = store.batches(limit=args.limit)
+    return _show(rows, ["id", "library", "status", "files_done", "n_files", "outcome"], args.json)
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    """retry, cancel, forget: change the store, record and log who did it."""
+    _logging()
+    who = _who()
+    with _store() as store:
+        if args.command == "retry":
+            if bool(args.paths) == args.failed:
+                raise UsageError("retry: give PATHs or --failed")
+            n = store.retry(None if args.failed else args.paths, who)
+        elif args.command == "cancel":
+            if bool(args.paths) == bool(args.task):
+                raise UsageError("cancel: give PATHs or --task ID")
+            n = store.cancel(args.paths or None, args.task, who)
+        else:
+            n = store.forget(args.paths, who)
+    what = (
+        f"--task {args.task}"
+        if getattr(args, "task", None)
+        else ("--failed" if getattr(args, "failed", False) else " ".join(args.paths))
+    )
+    log.warning("operator %s: %s %s: %d file(s)", who, args.command, what, n)
+    print(f"{args.command}: {n} file(s)")
+    return EXIT_OK if n else EXIT_FAIL
+
+
+def cmd_doctor(_args: argparse.Namespace) -> int:
+    """Every check an operator would make by hand, with what it found."""
+    settings = load_settings()  # ConfigError: exit 3 with every problem listed
+    eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
+    with _store() as store:
+        checks = {"config": "ok", **readiness(store, eeadm, settings.state_dir)}
+    free = shutil.disk_usage(settings.state_dir).free
+    checks["disk"] = "ok" if free >= DOCTOR_MIN_FREE else f"only {free // 2**20} MiB free"
+    for name, found in checks.items():
+        print(f"{name:8} {found}")
+    return EXIT_OK if all(v == "ok" for v in checks.values()) else EXIT_FAIL
+
+
+def cmd_stager(_args: argparse.Namespace) -> int:
+    from .app import create_app
+
+    _logging()
     app = create_app()
     svc = app.extensions["ltfsee"]
     stop = threading.Event()
@@ -145,6 +310,36 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_check_config
     )
     sub.add_parser("stager", help="run the stager standalone").set_defaults(func=cmd_stager)
+    status = sub.add_parser("status", help="stager, queue, batches, failures")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    files = sub.add_parser("files", help="file records, filtered")
+    files.add_argument("--status", choices=("queued", "recalling", "done", "failed"))
+    files.add_argument("--library")
+    files.add_argument("--tape")
+    files.add_argument("--task", help="a Globus task id or WLCG request id")
+    files.add_argument("--prefix", help="paths starting with this")
+    files.add_argument("--limit", type=int, default=100)
+    files.add_argument("--json", action="store_true")
+    files.set_defaults(func=cmd_files)
+    batches = sub.add_parser("batches", help="recall batches, running first")
+    batches.add_argument("--limit", type=int, default=20)
+    batches.add_argument("--json", action="store_true")
+    batches.set_defaults(func=cmd_batches)
+    retry = sub.add_parser("retry", help="queue failed files again")
+    retry.add_argument("paths", nargs="*")
+    retry.add_argument("--failed", action="store_true", help="every failed file")
+    retry.set_defaults(func=cmd_change)
+    cancel = sub.add_parser("cancel", help="forget queued files")
+    cancel.add_argument("paths", nargs="*")
+    cancel.add_argument("--task", help="every file only this task asked for")
+    cancel.set_defaults(func=cmd_change)
+    forget = sub.add_parser("forget", help="drop failures")
+    forget.add_argument("paths", nargs="+")
+    forget.set_defaults(func=cmd_change)
+    sub.add_parser("doctor", help="check everything the service needs").set_defaults(
+        func=cmd_doctor
+    )
     demo = sub.add_parser("demo", help="serve a demo simulated library under gunicorn")
     demo.add_argument("--dir", default="demo")
     demo.add_argument("--bind", default="127.0.0.1:5000")
@@ -190,9 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ltfsee-globus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except SimError as exc:
+    except (SimError, StoreUnavailable) as exc:
         print(f"ltfsee-globus: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    except UsageError as exc:
+        print(f"ltfsee-globus: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -101,9 +101,9 @@ def start(env: Mapping[str, str], log: Path, *, timeout: float = 30, root: Path 
 def kill_recalls(state_dir: Path) -> None:
     """Kill the `eeadm recall` processes of batches still running in a store
     (they run in their own session, so stopping gunicorn leaves them)."""
-    from .store import Store
+    from .store import STORE_FILE, Store
 
-    store = Store(state_dir / "ltfsee-globus.db")
+    store = Store(state_dir / STORE_FILE)
     try:
         for batch in store.running_batches():
             if batch["pid"]:

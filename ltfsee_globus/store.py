@@ -203,7 +203,21 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE probes (name TEXT PRIMARY KEY, at REAL NOT NULL);
     """,
+    # 6: what operators changed by hand (the CLI), who and when
+    """
+    CREATE TABLE operator_actions (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        files INTEGER NOT NULL
+    );
+    """,
 ]
+
+#: The store's file name in STATE_DIR.
+STORE_FILE = "ltfsee-globus.db"
 
 #: WLCG Tape REST file states.
 SUBMITTED, STARTED, COMPLETED, CANCELLED = "SUBMITTED", "STARTED", "COMPLETED", "CANCELLED"
@@ -880,6 +894,131 @@ class Store:
                 "ON CONFLICT (name) DO UPDATE SET at = excluded.at",
                 (name, self.clock()),
             )
+
+    def files(
+        self,
+        *,
+        status: str | None = None,
+        library: str | None = None,
+        tape: str | None = None,
+        task: str | None = None,
+        prefix: str | None = None,
+        limit: int = 100,
+    ) -> list[dict]:
+        """File records matching every filter given, oldest queued first."""
+        rows = self.conn().execute(
+            "SELECT path, library, status, attempts, last_error, batch_id, prefetched, "
+            "requested, size, tape, queued_at, not_before, finished_at FROM files f "
+            "WHERE (?1 IS NULL OR f.status = ?1) AND (?2 IS NULL OR f.library = ?2) "
+            "AND (?3 IS NULL OR f.tape = ?3) AND (?4 IS NULL OR EXISTS (SELECT 1 "
+            "FROM requesters r WHERE r.path = f.path AND r.ref = ?4)) "
+            "AND (?5 IS NULL OR substr(f.path, 1, length(?5)) = ?5) "
+            "ORDER BY f.queued_at, f.path LIMIT ?6",
+            (status, library, tape, task, prefix, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def batches(self, limit: int = 20) -> list[dict]:
+        """The newest batches, running ones first, with files on disk so far."""
+        rows = self.conn().execute(
+            "SELECT b.*, (SELECT count(*) FROM files f WHERE f.batch_id = b.id "
+            "AND f.status = 'done') AS files_done FROM batches b "
+            "ORDER BY b.status = 'running' DESC, b.id DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(r) for r in rows]
+
+    def queue_by_tape(self) -> list[dict]:
+        """Queued files per library and tape, with the oldest one's age."""
+        rows = self.conn().execute(
+            "SELECT library, coalesce(tape, '') AS tape, count(*) AS files, "
+            "coalesce(sum(size), 0) AS bytes, min(queued_at) AS oldest FROM files "
+            "WHERE status = ? GROUP BY library, tape ORDER BY oldest",
+            (QUEUED,),
+        )
+        now = self.clock()
+        return [{**dict(r), "oldest_age": now - r["oldest"]} for r in rows]
+
+    def retry(self, paths: Sequence[str] | None, who: str) -> int:
+        """Queue failed files afresh (all failed ones when `paths` is None),
+        attempts reset. Recorded as an operator action."""
+        now = self.clock()
+        with self.tx() as c:
+            sql = (
+                "UPDATE files SET status = ?, attempts = 0, not_before = 0, last_error = NULL, "
+                "batch_id = NULL, finished_at = NULL, queued_at = ?, updated_at = ? "
+                "WHERE status = ?"
+            )
+            if paths is None:
+                n = c.execute(sql, (QUEUED, now, now, FAILED)).rowcount
+            else:
+                n = c.executemany(
+                    sql + " AND path = ?", [(QUEUED, now, now, FAILED, p) for p in paths]
+                ).rowcount
+            self._record(c, who, "retry", "all failed" if paths is None else ", ".join(paths), n)
+        return n
+
+    def cancel(self, paths: Sequence[str] | None, task: str | None, who: str) -> int:
+        """Forget queued files (not those a running recall holds): the given
+        paths, or every file only task `task` asked for. WLCG requests holding
+        them see them CANCELLED."""
+        now = self.clock()
+        with self.tx() as c:
+            if task is not None:
+                c.execute(
+                    "DELETE FROM requesters WHERE ref = ? AND kind IN ('globus', 'prefetch')",
+                    (task,),
+                )
+                rows = c.execute(
+                    "SELECT path FROM files f WHERE status = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM requesters r WHERE r.path = f.path)",
+                    (QUEUED,),
+                ).fetchall()
+                targets = [r[0] for r in rows]
+            else:
+                targets = list(paths or [])
+            n = 0
+            for path in targets:
+                gone = c.execute(
+                    "DELETE FROM files WHERE path = ? AND status = ?", (path, QUEUED)
+                ).rowcount
+                if gone:
+                    n += gone
+                    c.execute("DELETE FROM requesters WHERE path = ?", (path,))
+                    c.execute(
+                        "UPDATE request_files SET state = ?, finished_at = ? "
+                        "WHERE path = ? AND state IN (?, ?)",
+                        (CANCELLED, now, path, SUBMITTED, STARTED),
+                    )
+            self._record(c, who, "cancel", f"task {task}" if task else ", ".join(targets), n)
+        return n
+
+    def forget(self, paths: Sequence[str], who: str) -> int:
+        """Drop failed records, so the next poll of each file starts afresh."""
+        with self.tx() as c:
+            n = c.executemany(
+                "DELETE FROM files WHERE path = ? AND status = ?", [(p, FAILED) for p in paths]
+            ).rowcount
+            c.executemany(
+                "DELETE FROM requesters WHERE path = ? AND NOT EXISTS "
+                "(SELECT 1 FROM files WHERE files.path = requesters.path)",
+                [(p,) for p in paths],
+            )
+            self._record(c, who, "forget", ", ".join(paths), n)
+        return n
+
+    def _record(self, c: sqlite3.Connection, who: str, action: str, target: str, n: int) -> None:
+        c.execute(
+            "INSERT INTO operator_actions (at, who, action, target, files) VALUES (?,?,?,?,?)",
+            (self.clock(), who, action, target[:1000], n),
+        )
+
+    def operator_actions(self, limit: int = 20) -> list[dict]:
+        rows = self.conn().execute(
+            "SELECT at, who, action, target, files FROM operator_actions ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(r) for r in rows]
 
     def counts(self) -> dict:
         """Totals for the status page and metrics."""

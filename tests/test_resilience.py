@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from ltfsee_globus.store import Store
+from ltfsee_globus.store import STORE_FILE, Store
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 
@@ -96,7 +96,7 @@ def test_sigkill_of_stager_and_server_mid_batch_loses_nothing(
     )
     server = start_server(**env)
     stager = start_stager(server.env, tmp_path / "stager.log")
-    store = Store(Path(env["STATE_DIR"]) / "ltfsee-globus.db")
+    store = Store(Path(env["STATE_DIR"]) / STORE_FILE)
     try:
         assert {s for _, s in poll_all(server, files[:60])} == {"archived"}
         wait_for(lambda: any(b["pid"] for b in store.running_batches()), what="a running batch")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request
@@ -12,33 +10,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..app import Services, services
 from ..auth import authenticate
-from ..eeadm import EeadmError
 from ..errors import problem
-from ..store import StoreUnavailable
+from ..health import readiness, stager_running
 
 bp = Blueprint("ops", __name__)
-
-
-def stager_running(svc: Services) -> bool:
-    """True when some process holds the stager lock of our STATE_DIR."""
-    path = svc.settings.state_dir / "stager.lock"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def status_summary(svc: Services) -> dict:
     counts = svc.store.counts()
     counts["prefetch"]["tasks"] = svc.store.prefetch_tasks()
-    counts["stager_running"] = stager_running(svc)
+    counts["stager_running"] = stager_running(svc.settings.state_dir)
     return counts
 
 
@@ -84,34 +65,13 @@ def healthz():
     return jsonify(status="ok")
 
 
-#: Seconds `eeadm node list` may take in a readiness check.
-READY_EEADM_TIMEOUT = 10.0
-
-
-def readiness(svc: Services) -> dict[str, str]:
-    """Each readiness check and what it found: "ok" or the reason it failed."""
-    checks = {}
-    try:
-        svc.store.probe("readyz")
-        checks["store"] = "ok"
-    except StoreUnavailable as exc:
-        checks["store"] = str(exc)
-    checks["stager"] = "ok" if stager_running(svc) else "no stager holds STATE_DIR/stager.lock"
-    if svc.lookup.breaker_open():
-        checks["eeadm"] = "eeadm file state timed out; lookups are refused for now"
-    else:
-        try:
-            svc.eeadm.node_list(timeout=min(svc.settings.EEADM_TIMEOUT, READY_EEADM_TIMEOUT))
-            checks["eeadm"] = "ok"
-        except EeadmError as exc:
-            checks["eeadm"] = str(exc)
-    return checks
-
-
 @bp.get("/readyz")
 def readyz():
     """200 when this instance can do its work; 503 naming what stops it."""
-    checks = readiness(services())
+    svc = services()
+    checks = readiness(
+        svc.store, svc.eeadm, svc.settings.state_dir, eeadm_hangs=svc.lookup.breaker_open()
+    )
     failed = {k: v for k, v in checks.items() if v != "ok"}
     if failed:
         detail = "; ".join(f"{k}: {v}" for k, v in failed.items())

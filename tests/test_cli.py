@@ -1,0 +1,119 @@
+"""The operator CLI through its real entry point, on a live store and simulator."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ltfsee_globus.store import DONE, FAILED, QUEUED, Update
+
+
+@pytest.fixture
+def site(make_app, sim, base_config, tmp_path):
+    """A store with queued, done and failed files (service down), and run(*args)."""
+    app = make_app(PREFETCH=False)
+    store = app.extensions["ltfsee"].store
+    m = sim.files("M")
+    for path in m[:4]:
+        store.request(path, None, "globus", "task-a", size=100, tape="T00001L8@pool1@lib1")
+    batch_id, paths = store.claim("", 2)
+    store.finish_batch(
+        batch_id,
+        outcome="partial",
+        detail="",
+        eeadm_task_id=None,
+        updates=[
+            Update(paths[0], DONE),
+            Update(paths[1], FAILED, last_error="after 3 attempt(s): GLESL016E damaged"),
+        ],
+    )
+    store.request(m[4], None, "globus", "task-b", size=5)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AUTH_KEY": base_config["AUTH_KEY"],
+        "EEADM_COMMAND": " ".join(sim.command),
+        "MANAGED_ROOTS": str(sim.fs),
+        "STATE_DIR": base_config["STATE_DIR"],
+        "EEADM_SIM_DIR": str(sim.root),
+        "SUDO_USER": "alice",
+    }
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "ltfsee_globus.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return store, run, {"done": paths[0], "failed": paths[1], "queued": m[2:5]}
+
+
+def test_status_as_json_and_as_a_table(site):
+    _store, run, f = site
+    res = run("status", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["files"] == {"queued": 3, "recalling": 0, "done": 1, "failed": 1}
+    assert report["stager_running"] is False and report["running_batches"] == []
+    assert [q["files"] for q in report["queue"]] == [2, 1]  # tape T00001L8, then no tape
+    assert [x["path"] for x in report["recent_failures"]] == [f["failed"]]
+    table = run("status").stdout
+    assert "stager: NOT RUNNING" in table and f["failed"] in table and "GLESL016E" in table
+
+
+def test_files_and_batches_filter(site):
+    _store, run, f = site
+    failed = json.loads(run("files", "--status", "failed", "--json").stdout)
+    assert [x["path"] for x in failed] == [f["failed"]]
+    task_b = json.loads(run("files", "--task", "task-b", "--json").stdout)
+    assert [x["path"] for x in task_b] == [f["queued"][2]]
+    prefix = f["queued"][0].rsplit("/", 1)[0] + "/"
+    under = json.loads(run("files", "--prefix", prefix, "--status", "queued", "--json").stdout)
+    assert {x["path"] for x in under} <= set(f["queued"]) and under
+    batches = json.loads(run("batches", "--json").stdout)
+    assert [(b["status"], b["outcome"], b["files_done"]) for b in batches] == [
+        ("done", "partial", 1)
+    ]
+    assert "partial" in run("batches").stdout
+
+
+def test_retry_forget_cancel_change_the_store_and_are_recorded(site):
+    store, run, f = site
+    res = run("retry", f["failed"])
+    assert (res.returncode, res.stdout) == (0, "retry: 1 file(s)\n")
+    assert "operator alice: retry" in res.stderr
+    row = store.lookup(f["failed"])
+    assert (row["status"], row["attempts"], row["last_error"]) == (QUEUED, 0, None)
+    res = run("cancel", "--task", "task-a")
+    assert res.returncode == 0 and res.stdout == "cancel: 3 file(s)\n"  # the retried one too
+    assert store.lookup(f["queued"][2])["status"] == QUEUED  # task-b's file stays
+    assert store.lookup(f["done"])["status"] == DONE  # done files are not queued
+    assert run("forget", f["queued"][2]).returncode == 1  # not failed: nothing to forget
+    actions = [(a["who"], a["action"], a["files"]) for a in store.operator_actions()]
+    assert actions == [("alice", "forget", 0), ("alice", "cancel", 3), ("alice", "retry", 1)]
+
+
+@pytest.mark.parametrize(
+    "args", [("retry",), ("retry", "/x", "--failed"), ("cancel",), ("cancel", "/x", "--task", "t")]
+)
+def test_ambiguous_changes_are_usage_errors(site, args):
+    _store, run, _f = site
+    res = run(*args)
+    assert res.returncode == 2 and "give PATHs" in res.stderr
+
+
+def test_doctor_names_each_check(site):
+    _store, run, _f = site
+    res = run("doctor")
+    lines = dict(line.split(None, 1) for line in res.stdout.splitlines())
+    assert lines == {
+        "config": "ok",
+        "store": "ok",
+        "stager": "no stager holds STATE_DIR/stager.lock",
+        "eeadm": "ok",
+        "disk": "ok",
+    }
+    assert res.returncode == 1  # one check failed
