@@ -17,6 +17,7 @@ from .config import Settings, load_settings
 from .eeadm import Eeadm
 from .errors import register_error_handlers
 from .lookup import StateLookup
+from .metrics import Metrics
 from .stager import Stager
 from .store import STORE_FILE, Store
 
@@ -31,6 +32,7 @@ class Services:
     store: Store
     eeadm: Eeadm
     lookup: StateLookup
+    metrics: Metrics
     clock: Callable[[], float] = time.time
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -84,7 +86,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         CACHE_NO_NULL_WARNING=True,
     )
     cache = Cache(app)
-    eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
+    metrics = Metrics()
+    eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT, observe=metrics.eeadm_call)
     store = Store(settings.state_dir / STORE_FILE, clock=clock)
     lookup = StateLookup(
         eeadm,
@@ -95,8 +98,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         max_waiting=settings.LOOKUP_MAX_WAITING,
         breaker_seconds=settings.LOOKUP_BREAKER,
     )
-    app.extensions["ltfsee"] = Services(settings, store, eeadm, lookup, clock)
+    app.extensions["ltfsee"] = Services(settings, store, eeadm, lookup, metrics, clock)
     register_error_handlers(app)
+    metrics.init_app(app)
 
     if settings.TRUST_PROXY:
         n = settings.TRUST_PROXY

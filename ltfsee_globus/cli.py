@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, findings, load_settings, missing_roots, share_metrics
 from .eeadm import Eeadm
 from .health import readiness, stager_running
 from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
@@ -57,10 +57,16 @@ class UsageError(Exception):
 
 
 def cmd_check_config(_args: argparse.Namespace) -> int:
+    """Every setting validated (gunicorn's too), what the paths are, no side effects."""
     settings = load_settings()
     shown = asdict(settings)
     shown["AUTH_KEY"] = sorted(settings.AUTH_KEY)  # names only, never the keys
     print(json.dumps(shown, indent=2))
+    for name, found in findings(settings).items():
+        print(f"{name}: {found}", file=sys.stderr)
+    missing = missing_roots(settings)
+    if missing:
+        raise ConfigError(f"MANAGED_ROOTS not mounted or not directories: {', '.join(missing)}")
     return EXIT_OK
 
 
@@ -199,7 +205,7 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     settings = load_settings()  # ConfigError: exit 3 with every problem listed
     eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
     with _store() as store:
-        checks = {"config": "ok", **readiness(store, eeadm, settings.state_dir)}
+        checks = {"config": "ok", **readiness(settings, store, eeadm)}
     free = shutil.disk_usage(settings.state_dir).free
     checks["disk"] = "ok" if free >= DOCTOR_MIN_FREE else f"only {free // 2**20} MiB free"
     for name, found in checks.items():
@@ -208,16 +214,19 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
 
 
 def cmd_stager(_args: argparse.Namespace) -> int:
-    from .app import create_app
-
+    """The stager as its own process; its eeadm counters join the web tier's."""
     _logging()
-    app = create_app()
-    svc = app.extensions["ltfsee"]
+    settings = load_settings()
+    share_metrics(settings)  # before app (and prometheus-client) is imported
+    from .app import create_app
+    from .metrics import multiproc_dir, prepare_multiproc_dir
+    from .stager import Stager
+
+    prepare_multiproc_dir(multiproc_dir())
+    svc = create_app().extensions["ltfsee"]
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    from .stager import Stager
-
     Stager(svc.settings, svc.store, svc.eeadm).run(stop)
     return EXIT_OK
 

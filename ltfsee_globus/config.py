@@ -9,6 +9,7 @@ one clear message instead of a traceback on the first request.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 from collections.abc import Mapping
@@ -20,6 +21,9 @@ from environs import Env, EnvError
 
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STAGER_MODES = ("embedded", "off")
+#: prometheus-client's multiprocess directory; set before it is imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_BIND = re.compile(r"^(unix:/.+|(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5}))$")
 
 
 class ConfigError(Exception):
@@ -70,10 +74,30 @@ class Settings:
     PREFETCH_SCAN_LIMIT: int = 20000
     PREFETCH_WIDEN: int = 1
     PREFETCH_EXCLUDE: list[str] = field(default_factory=list)
+    # gunicorn's, read by gunicorn.conf.py
+    BIND: str = "0.0.0.0:5000"
+    WORKERS: int = 2
+    THREADS: int = 8
+    TIMEOUT: int = 60
+    ACCESS_LOG: bool = True
+    KEYFILE: str = ""
+    CERTFILE: str = ""
 
     @property
     def state_dir(self) -> Path:
         return Path(self.STATE_DIR)
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where each process's Prometheus counters are shared."""
+        return self.state_dir / "metrics"
+
+
+def share_metrics(settings: Settings) -> None:
+    """Default PROMETHEUS_MULTIPROC_DIR for this process and its children, so
+    gunicorn workers and a separate stager count into one place. Must run
+    before prometheus-client is imported (it reads the variable then)."""
+    os.environ.setdefault(MULTIPROC_ENV, str(settings.metrics_dir))
 
 
 def _parse_keys(raw: str) -> dict[str, str]:
@@ -166,15 +190,8 @@ def validate(s: Settings) -> None:
         problems.append("EEADM_COMMAND is empty")
     elif shutil.which(s.EEADM_COMMAND[0]) is None:
         problems.append(f"EEADM_COMMAND: {s.EEADM_COMMAND[0]!r} is not an executable file on PATH")
-    if not os.path.isabs(s.STATE_DIR):
-        problems.append(f"STATE_DIR {s.STATE_DIR!r} must be an absolute path")
-    else:
-        try:
-            s.state_dir.mkdir(parents=True, exist_ok=True)
-            if not os.access(s.state_dir, os.W_OK):
-                problems.append(f"STATE_DIR {s.STATE_DIR} is not writable")
-        except OSError as exc:
-            problems.append(f"STATE_DIR {s.STATE_DIR} cannot be created: {exc.strerror}")
+    problems += _state_dir_problems(s.STATE_DIR)
+    problems += _gunicorn_problems(s)
     if not s.TAPE_API_ROOT.startswith("/") or s.TAPE_API_ROOT.rstrip("/") in ("", "/api/v0.5"):
         problems.append(
             f"TAPE_API_ROOT {s.TAPE_API_ROOT!r} must be an absolute URL path of its own"
@@ -199,6 +216,9 @@ def validate(s: Settings) -> None:
         "STAGE_MAX_FILES",
         "ARCHIVEINFO_MAX_FILES",
         "RETENTION_DAYS",
+        "WORKERS",
+        "THREADS",
+        "TIMEOUT",
     )
     for name in positive:
         if getattr(s, name) <= 0:
@@ -220,3 +240,60 @@ def validate(s: Settings) -> None:
         )
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _state_dir_problems(state_dir: str) -> list[str]:
+    """STATE_DIR must be a writable directory, or creatable: checked without
+    creating anything (the store creates it when the service starts)."""
+    if not os.path.isabs(state_dir):
+        return [f"STATE_DIR {state_dir!r} must be an absolute path"]
+    path = Path(state_dir)
+    if path.exists():
+        if not path.is_dir():
+            return [f"STATE_DIR {state_dir} is not a directory"]
+        if not os.access(path, os.W_OK | os.X_OK):
+            return [f"STATE_DIR {state_dir} is not writable"]
+        return []
+    parent = next(p for p in path.parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return [f"STATE_DIR {state_dir} cannot be created: {parent} is not a writable directory"]
+    return []
+
+
+def _gunicorn_problems(s: Settings) -> list[str]:
+    problems = []
+    m = _BIND.match(s.BIND)
+    if not m or (m.group(3) and not 0 < int(m.group(3)) < 65536):
+        problems.append(f"BIND {s.BIND!r} must be HOST:PORT, [IPv6]:PORT or unix:/PATH")
+    if bool(s.KEYFILE) != bool(s.CERTFILE):
+        problems.append("set both KEYFILE and CERTFILE for TLS, or neither")
+    for name in ("KEYFILE", "CERTFILE"):
+        value = getattr(s, name)
+        if value and not os.access(value, os.R_OK):
+            problems.append(f"{name} {value} is not a readable file")
+    return problems
+
+
+def findings(s: Settings) -> dict[str, str]:
+    """What `check-config` reports about the paths and command the service
+    depends on, found without changing anything."""
+    roots = []
+    for root in s.MANAGED_ROOTS:
+        kind = "a directory" if os.path.isdir(root) else "MISSING"
+        roots.append(f"{root} ({kind})")
+    state = Path(s.STATE_DIR)
+    if state.is_dir():
+        state_text = f"{state} (a writable directory)"
+    else:
+        state_text = f"{state} (does not exist yet; the service creates it)"
+    exe = shutil.which(s.EEADM_COMMAND[0]) if s.EEADM_COMMAND else None
+    return {
+        "MANAGED_ROOTS": ", ".join(roots),
+        "STATE_DIR": state_text,
+        "EEADM_COMMAND": f"{shlex.join(s.EEADM_COMMAND)} (runs {exe})",
+    }
+
+
+def missing_roots(s: Settings) -> list[str]:
+    """MANAGED_ROOTS entries that are not directories now (an unmounted file system)."""
+    return [root for root in s.MANAGED_ROOTS if not os.path.isdir(root)]

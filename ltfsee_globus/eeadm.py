@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+#: Told of every run: subcommand, outcome (ok, failed, timeout, unavailable), seconds.
+Observer = Callable[[str, str, float], None]
+
+
 class Eeadm:
     """Runs `eeadm` subcommands with a configured prefix and timeout."""
 
@@ -75,11 +80,13 @@ class Eeadm:
         timeout: float,
         max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES,
         env: dict[str, str] | None = None,
+        observe: Observer | None = None,
     ) -> None:
         self.command = list(command)
         self.timeout = timeout
         self.max_arg_bytes = max_arg_bytes
         self.env = env
+        self.observe = observe
 
     def run(
         self,
@@ -96,6 +103,27 @@ class Eeadm:
         long recall keeps running (and its output is kept) if we die.
         `on_start(pid)` is called once the process exists.
         """
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            res = self._run(args, timeout, log_path, on_start, check)
+            outcome = "ok" if res.returncode == 0 else "failed"
+            return res
+        except EeadmError as exc:
+            outcome = "timeout" if exc.timed_out else "unavailable" if exc.unavailable else "failed"
+            raise
+        finally:
+            if self.observe is not None:
+                self.observe(_subcommand(args), outcome, time.monotonic() - started)
+
+    def _run(
+        self,
+        args: Sequence[str],
+        timeout: float | None,
+        log_path: Path | None,
+        on_start: Callable[[int], None] | None,
+        check: bool,
+    ) -> Result:
         argv = [*self.command, *args]
         timeout = self.timeout if timeout is None else timeout
         sink = open(log_path, "wb") if log_path else subprocess.PIPE  # noqa: SIM115

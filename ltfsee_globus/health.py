@@ -9,6 +9,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from .config import Settings, missing_roots
 from .eeadm import Eeadm, EeadmError
 from .stager import StagerLock
 from .store import Store, StoreUnavailable
@@ -33,11 +34,13 @@ def stager_running(state_dir: Path) -> bool:
 
 
 def readiness(
-    store: Store, eeadm: Eeadm, state_dir: Path, *, eeadm_hangs: bool = False
+    settings: Settings, store: Store, eeadm: Eeadm, *, eeadm_hangs: bool = False
 ) -> dict[str, str]:
     """Each check and what it found: "ok" or why not. `eeadm_hangs`: a caller
     that already knows eeadm times out (the lookup breaker) skips the call."""
-    checks = {}
+    state_dir = settings.state_dir
+    missing = missing_roots(settings)
+    checks = {"roots": f"not a directory: {', '.join(missing)}" if missing else "ok"}
     try:
         store.probe("readyz")
         checks["store"] = "ok"

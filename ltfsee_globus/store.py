@@ -214,7 +214,45 @@ MIGRATIONS: list[str] = [
         files INTEGER NOT NULL
     );
     """,
+    # 7: monotonic totals for Prometheus counters (what happened, not what is),
+    # kept by triggers so every process's work counts once and pruning keeps them
+    """
+    INSERT INTO tallies (name, n) VALUES ('total:queued', 0), ('total:retried', 0),
+        ('total:recalled', 0), ('total:recalled_bytes', 0), ('total:failed', 0),
+        ('total:batches_succeeded', 0), ('total:batches_partial', 0),
+        ('total:batches_failed', 0);
+    CREATE TRIGGER files_total_insert AFTER INSERT ON files WHEN NEW.status = 'queued' BEGIN
+        UPDATE tallies SET n = n + 1 WHERE name = 'total:queued';
+    END;
+    CREATE TRIGGER files_total_update AFTER UPDATE OF status ON files
+        WHEN OLD.status != NEW.status BEGIN
+        UPDATE tallies SET n = n + 1 WHERE name = 'total:queued'
+            AND NEW.status = 'queued' AND OLD.status IN ('done', 'failed');
+        UPDATE tallies SET n = n + 1 WHERE name = 'total:retried'
+            AND NEW.status = 'queued' AND OLD.status = 'recalling';
+        UPDATE tallies SET n = n + 1 WHERE name = 'total:recalled'
+            AND NEW.status = 'done' AND OLD.status = 'recalling';
+        UPDATE tallies SET n = n + coalesce(NEW.size, 0) WHERE name = 'total:recalled_bytes'
+            AND NEW.status = 'done' AND OLD.status = 'recalling';
+        UPDATE tallies SET n = n + 1 WHERE name = 'total:failed' AND NEW.status = 'failed';
+    END;
+    CREATE TRIGGER batches_total_outcome AFTER UPDATE OF outcome ON batches
+        WHEN OLD.outcome IS NULL AND NEW.outcome IS NOT NULL BEGIN
+        UPDATE tallies SET n = n + 1 WHERE name = 'total:batches_' || NEW.outcome;
+    END;
+    """,
 ]
+#: The totals migration 7 keeps (Prometheus counters).
+TOTALS = (
+    "queued",
+    "retried",
+    "recalled",
+    "recalled_bytes",
+    "failed",
+    "batches_succeeded",
+    "batches_partial",
+    "batches_failed",
+)
 
 #: The store's file name in STATE_DIR.
 STORE_FILE = "ltfsee-globus.db"
@@ -284,6 +322,10 @@ class Store:
         self.path = Path(path)
         self.clock = clock
         self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from None
         self.migrate()
 
     # -- plumbing -----------------------------------------------------------
@@ -939,6 +981,19 @@ class Store:
         now = self.clock()
         return [{**dict(r), "oldest_age": now - r["oldest"]} for r in rows]
 
+    def queue_by_library(self) -> list[dict]:
+        """Queued files per library, with the oldest one's age."""
+        rows = self.conn().execute(
+            "SELECT library, count(*) AS files, min(queued_at) AS oldest FROM files "
+            "WHERE status = ? GROUP BY library ORDER BY library",
+            (QUEUED,),
+        )
+        now = self.clock()
+        return [
+            {"library": r["library"], "files": r["files"], "oldest_age": now - r["oldest"]}
+            for r in rows
+        ]
+
     def retry(self, paths: Sequence[str] | None, who: str) -> int:
         """Queue failed files afresh (all failed ones when `paths` is None),
         attempts reset. Recorded as an operator action."""
@@ -1031,5 +1086,6 @@ class Store:
             "files": {s: tally.get(f"files:{s}", 0) for s in (QUEUED, RECALLING, DONE, FAILED)},
             "batches": {s: tally.get(f"batches:{s}", 0) for s in ("running", "done")},
             "prefetch": {f: tally.get(f"prefetch:{f}", 0) for f in PREFETCH_FIELDS},
+            "totals": {t: tally.get(f"total:{t}", 0) for t in TOTALS},
             "oldest_queued_age": None if oldest is None else max(self.clock() - oldest, 0.0),
         }

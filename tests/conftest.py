@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -215,6 +217,30 @@ def start_server(server_env: dict, tmp_path: Path) -> Iterator[Callable[..., Ser
     yield start
     for server in servers:
         server.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def start_stager(tmp_path: Path) -> Iterator[Callable[[dict], subprocess.Popen]]:
+    """Start `ltfsee-globus stager` processes (STAGER=off servers); all are killed afterwards."""
+    procs: list[subprocess.Popen] = []
+
+    def start(env: dict) -> subprocess.Popen:
+        with open(tmp_path / f"stager-{len(procs)}.log", "ab") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "ltfsee_globus.cli", "stager"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

@@ -111,6 +111,7 @@ def test_doctor_names_each_check(site):
     lines = dict(line.split(None, 1) for line in res.stdout.splitlines())
     assert lines == {
         "config": "ok",
+        "roots": "ok",
         "store": "ok",
         "stager": "no stager holds STATE_DIR/stager.lock",
         "eeadm": "ok",

@@ -85,27 +85,51 @@ def test_every_problem_is_listed_at_once(good):
     assert "AUTH_KEY" in str(info.value) and "MANAGED_ROOTS" in str(info.value)
 
 
-def test_check_config_cli_exits_3_without_traceback_and_never_prints_keys(tmp_path, good):
-    env = {"PATH": "/usr/bin:/bin", **good, "AUTH_KEY": "", "HOME": str(tmp_path)}
-    bad = subprocess.run(
+def check_config(tmp_path, env: dict) -> subprocess.CompletedProcess:
+    """`ltfsee-globus check-config` in a clean environment."""
+    return subprocess.run(
         [sys.executable, "-m", "ltfsee_globus.cli", "check-config"],
-        env=env,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env},
         capture_output=True,
         text=True,
         cwd=tmp_path,
     )
-    assert bad.returncode == 3
-    assert "AUTH_KEY is missing" in bad.stderr and "Traceback" not in bad.stderr
-    env["AUTH_KEY"] = "s3cret-value"
-    ok = subprocess.run(
-        [sys.executable, "-m", "ltfsee_globus.cli", "check-config"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert ok.returncode == 0
-    assert "s3cret-value" not in ok.stdout and '"default"' in ok.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"AUTH_KEY": ""}, "AUTH_KEY is missing"),
+        ({"WORKERS": "abc"}, "WORKERS"),
+        ({"WORKERS": "0"}, "WORKERS must be greater than 0"),
+        ({"THREADS": "-1"}, "THREADS must be greater than 0"),
+        ({"TIMEOUT": "1.5"}, "TIMEOUT"),
+        ({"BIND": "localhost"}, "BIND 'localhost' must be HOST:PORT"),
+        ({"BIND": "localhost:99999"}, "BIND"),
+        ({"KEYFILE": "/etc/hostname"}, "set both KEYFILE and CERTFILE"),
+        ({"KEYFILE": "/no/key", "CERTFILE": "/no/cert"}, "KEYFILE /no/key is not a readable"),
+        ({"ACCESS_LOG": "perhaps"}, "ACCESS_LOG"),
+        ({"MANAGED_ROOTS": "/no/such/mount"}, "MANAGED_ROOTS not mounted"),
+        ({"STATE_DIR": "/etc/hostname/x"}, "/etc/hostname is not a writable directory"),
+        ({"STATE_DIR": "/etc/hostname"}, "STATE_DIR /etc/hostname is not a directory"),
+    ],
+)
+def test_check_config_names_the_bad_setting_without_a_traceback(tmp_path, good, change, says):
+    res = check_config(tmp_path, {**good, "MANAGED_ROOTS": str(tmp_path), **change})
+    assert res.returncode == 3, res.stdout
+    assert says in res.stderr and "Traceback" not in res.stderr
+
+
+def test_check_config_reports_what_it_found_and_changes_nothing(tmp_path, good):
+    state = tmp_path / "not" / "yet"
+    env = {**good, "AUTH_KEY": "s3cret-value", "MANAGED_ROOTS": str(tmp_path)}
+    res = check_config(tmp_path, {**env, "STATE_DIR": str(state)})
+    assert res.returncode == 0, res.stderr
+    assert "s3cret-value" not in res.stdout + res.stderr and '"default"' in res.stdout
+    assert f"MANAGED_ROOTS: {tmp_path} (a directory)" in res.stderr
+    assert f"STATE_DIR: {state} (does not exist yet; the service creates it)" in res.stderr
+    assert "EEADM_COMMAND: true (runs /usr/bin/true)" in res.stderr
+    assert not (tmp_path / "not").exists()  # no side effects
 
 
 @pytest.mark.parametrize(("auth_key", "code"), [("", 3), ("k", 0)])

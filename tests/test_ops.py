@@ -20,6 +20,7 @@ def test_readyz_follows_the_stager_and_eeadm_within_one_check(make_app, sim, tmp
     first = client.get("/readyz")
     assert first.status_code == 503 and first.mimetype == "application/problem+json"
     assert first.get_json()["checks"] == {
+        "roots": "ok",
         "store": "ok",
         "stager": "no stager holds STATE_DIR/stager.lock",
         "eeadm": "ok",
@@ -28,7 +29,7 @@ def test_readyz_follows_the_stager_and_eeadm_within_one_check(make_app, sim, tmp
     ready = wait_for(lambda: (r := client.get("/readyz")).status_code == 200 and r, what="ready")
     assert ready.get_json() == {
         "status": "ready",
-        "checks": dict.fromkeys(("store", "stager", "eeadm"), "ok"),
+        "checks": dict.fromkeys(("roots", "store", "stager", "eeadm"), "ok"),
     }
     broken.touch()
     down = client.get("/readyz")

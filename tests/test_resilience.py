@@ -2,8 +2,6 @@
 
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,19 +55,8 @@ def test_1000_concurrent_polls_for_200_files(make_sim, start_server, server_env,
     assert len(states) < 100
 
 
-def start_stager(env, log: Path) -> subprocess.Popen:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ltfsee_globus.cli", "stager"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def test_sigkill_of_stager_and_server_mid_batch_loses_nothing(
-    make_sim, start_server, server_env, tmp_path, wait_for
+    make_sim, start_server, start_stager, server_env, tmp_path, wait_for
 ):
     # slow tape: mount 60 s and 100 files of ~1 GB take several real seconds at x100
     sim = make_sim(
@@ -95,7 +82,7 @@ def test_sigkill_of_stager_and_server_mid_batch_loses_nothing(
         BATCH_WINDOW="1",
     )
     server = start_server(**env)
-    stager = start_stager(server.env, tmp_path / "stager.log")
+    stager = start_stager(server.env)
     store = Store(Path(env["STATE_DIR"]) / STORE_FILE)
     try:
         assert {s for _, s in poll_all(server, files[:60])} == {"archived"}
@@ -114,15 +101,13 @@ def test_sigkill_of_stager_and_server_mid_batch_loses_nothing(
                 pass
 
         server2 = start_server(**env)
-        stager = start_stager(server2.env, tmp_path / "stager2.log")
+        stager = start_stager(server2.env)
         wait_for(
             lambda: all(s == "resident" for _, s in poll_all(server2, files)),
             timeout=120,
             what="every accepted file on disk",
         )
     finally:
-        stager.kill()
-        stager.wait()
         store.close()
     reads = sim.reads_per_file()
     assert set(reads) == set(files)

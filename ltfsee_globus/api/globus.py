@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("globus", __name__, url_prefix="/api/v0.5")
 
+RECALL_FAILED = "Recall failed"
 _LIBRARY = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}$")
 
 
@@ -97,7 +98,7 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
         elif rec["status"] == DONE and age < s.VERIFIED_TTL:
             answer = "resident"  # the stager verified it on disk after recalling it
         elif rec["status"] == FAILED and age < s.FAILED_RETENTION:
-            raise ApiError(502, "Recall failed", rec["last_error"])
+            raise ApiError(502, RECALL_FAILED, rec["last_error"])
         if answer:
             if not rec["known"] or not rec["requested"]:  # who wants it, and useful prefetch
                 svc.store.note_requester(path, "globus", ref, trigger_prefetch=trigger)
@@ -149,7 +150,13 @@ def globus_recall():
     path = check_managed(body.get("path"), svc.settings.MANAGED_ROOTS, resolve=False)
     taskid = optional_str(body, "globus_taskid")
     library = choose_library(optional_str(body, "library"), taskid, svc.settings.LTFSEE_LIB)
-    return jsonify(state=poll(svc, path, taskid, library)), 201
+    try:
+        state = poll(svc, path, taskid, library)
+    except ApiError as exc:
+        svc.metrics.polls.labels("failed" if exc.title == RECALL_FAILED else "error").inc()
+        raise
+    svc.metrics.polls.labels(state).inc()
+    return jsonify(state=state), 201
 
 
 @bp.post("/file_state/file_state")
