@@ -14,12 +14,12 @@ from flask_caching import Cache
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings, load_settings
-from .eeadm import Eeadm
+from .eeadm import Eeadm, Observer
 from .errors import register_error_handlers
 from .lookup import StateLookup
 from .metrics import Metrics
 from .stager import Stager
-from .store import STORE_FILE, Store
+from .store import STORE_FILE, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,19 @@ class Services:
             self.stager = None
 
 
+def eeadm_observer(metrics: Metrics, store: Store) -> Observer:
+    """Count each eeadm run (Prometheus) and record how it went (the status page)."""
+
+    def observe(subcommand: str, outcome: str, seconds: float, error: str | None) -> None:
+        metrics.eeadm_call(subcommand, outcome, seconds)
+        try:
+            store.note_eeadm(subcommand, outcome, seconds, error)
+        except StoreUnavailable as exc:  # the caller's own store use reports it
+            log.debug("eeadm health not recorded: %s", exc)
+
+    return observe
+
+
 def services() -> Services:
     """The Services of the app handling the current request."""
     return current_app.extensions["ltfsee"]
@@ -87,8 +100,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     cache = Cache(app)
     metrics = Metrics()
-    eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT, observe=metrics.eeadm_call)
     store = Store(settings.state_dir / STORE_FILE, clock=clock)
+    eeadm = Eeadm(
+        settings.EEADM_COMMAND, settings.EEADM_TIMEOUT, observe=eeadm_observer(metrics, store)
+    )
     lookup = StateLookup(
         eeadm,
         cache,
@@ -109,11 +124,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .api.globus import bp as globus_bp
     from .api.openapi import bp as openapi_bp
     from .api.ops import bp as ops_bp
+    from .api.page import bp as page_bp
     from .api.tape import bp as tape_bp
     from .api.tape import wellknown
 
     app.register_blueprint(globus_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(page_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(wellknown)
     app.register_blueprint(tape_bp, url_prefix=settings.TAPE_API_ROOT.rstrip("/"))

@@ -1,4 +1,5 @@
-"""API keys: `X-API-KEY` or `Authorization: Bearer`, compared in constant time."""
+"""API keys: `X-API-KEY` or `Authorization: Bearer`, compared in constant time;
+for browsers, a signed session cookie set by the status page's login form."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import logging
 from collections.abc import Mapping
 
 from flask import Request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
+
+#: The status page's session cookie, and how long a login lasts.
+SESSION_COOKIE = "ltfsee_session"
+SESSION_SECONDS = 12 * 3600
+_SALT = "ltfsee-globus status page"
 
 
 def presented_key(request: Request) -> str | None:
@@ -23,26 +30,70 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-def authenticate(request: Request, keys: Mapping[str, str]) -> str:
-    """The name of the key the request carries; 401 when none matches.
+def key_name(key: str, keys: Mapping[str, str]) -> str | None:
+    """The name of the configured key equal to `key`, or None.
 
     Every configured key is compared, so timing says nothing about which
     key, or how much of one, matched.
     """
-    key = presented_key(request)
-    if key is None:
-        raise ApiError(401, "Unauthorized", "an API key is required (X-API-KEY header)")
     given = key.encode()
     matched = None
     for name, expected in keys.items():
         if hmac.compare_digest(given, expected.encode()) and matched is None:
             matched = name
+    return matched
+
+
+def reject(request: Request) -> None:
+    """Log a rejected key: who tried what, never the key."""
+    log.warning(
+        "rejected an API key from %s for %s %s", request.remote_addr, request.method, request.path
+    )
+
+
+def authenticate(request: Request, keys: Mapping[str, str]) -> str:
+    """The name of the key the request carries; 401 when none matches."""
+    key = presented_key(request)
+    if key is None:
+        raise ApiError(401, "Unauthorized", "an API key is required (X-API-KEY header)")
+    matched = key_name(key, keys)
     if matched is None:
-        log.warning(
-            "rejected an API key from %s for %s %s",
-            request.remote_addr,
-            request.method,
-            request.path,
-        )
+        reject(request)
         raise ApiError(401, "Unauthorized", "the API key is not valid")
     return matched
+
+
+def _signer(key: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(key, salt=_SALT)
+
+
+def session_token(name: str, keys: Mapping[str, str]) -> str:
+    """A cookie value proving a login with key `name`, signed with that key,
+    so rotating the key ends its sessions. The key itself is never in it."""
+    return _signer(keys[name]).dumps(name)
+
+
+def session_name(token: str, keys: Mapping[str, str]) -> str | None:
+    """The key name a session cookie was signed for, if valid and fresh."""
+    found = None
+    for name, key in keys.items():
+        try:
+            signed = _signer(key).loads(token, max_age=SESSION_SECONDS)
+        except BadSignature:
+            continue
+        if signed == name and found is None:
+            found = name
+    return found
+
+
+def page_user(request: Request, keys: Mapping[str, str]) -> str | None:
+    """Who may see the status page: a valid API key header (scripts, curl)
+    or a valid session cookie (browsers). None otherwise."""
+    key = presented_key(request)
+    if key is not None:
+        matched = key_name(key, keys)
+        if matched is None:
+            reject(request)
+        return matched
+    token = request.cookies.get(SESSION_COOKIE)
+    return session_name(token, keys) if token else None

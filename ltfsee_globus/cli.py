@@ -41,9 +41,9 @@ from pathlib import Path
 
 from .config import ConfigError, findings, load_settings, missing_roots, share_metrics
 from .eeadm import Eeadm
-from .health import readiness, stager_running
+from .health import human_age, readiness, status_report
 from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
-from .store import FAILED, STORE_FILE, Store, StoreUnavailable
+from .store import STORE_FILE, Store, StoreUnavailable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 #: `doctor` warns below this much free space in STATE_DIR.
@@ -98,15 +98,6 @@ def _who() -> str:
     return os.environ.get("SUDO_USER") or getpass.getuser()
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def _table(rows: list[dict], columns: list[str]) -> str:
     """Rows as aligned text columns."""
     cells = [columns] + [["" if r.get(c) is None else str(r[c]) for c in columns] for r in rows]
@@ -116,43 +107,57 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     )
 
 
-def status_report(store: Store, state_dir: Path) -> dict:
-    """What `status` shows (and the status page will)."""
-    now = store.clock()
-    failed = store.files(status=FAILED, limit=10)
-    batches = [b for b in store.batches(limit=50) if b["status"] == "running"]
-    return {
-        "stager_running": stager_running(state_dir),
-        "files": store.counts()["files"],
-        "queue": store.queue_by_tape(),
-        "running_batches": [{**b, "age": now - b["started_at"]} for b in batches],
-        "recent_failures": failed,
-        "prefetch": store.counts()["prefetch"],
-        "operator_actions": store.operator_actions(limit=5),
-    }
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     with _store() as store:
         report = status_report(store, load_settings().state_dir)
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    f = report["files"]
-    print(f"stager: {'running' if report['stager_running'] else 'NOT RUNNING'}")
-    print(", ".join(f"{k} {v}" for k, v in f.items()))
-    print("\nqueue by library and tape:")
-    queue = [{**q, "oldest": _age(q["oldest_age"])} for q in report["queue"]]
-    print(_table(queue, ["library", "tape", "files", "bytes", "oldest"]) if queue else "  empty")
-    print("\nrunning batches:")
-    running = [
-        {**b, "done": f"{b['files_done']}/{b['n_files']}", "age": _age(b["age"])}
-        for b in report["running_batches"]
-    ]
-    print(_table(running, ["id", "library", "done", "age", "pid"]) if running else "  none")
-    print("\nrecent failures:")
-    fails = report["recent_failures"]
-    print(_table(fails, ["path", "attempts", "last_error"]) if fails else "  none")
+    now, stager = report["now"], report["stager"]
+    since = human_age(now - stager["since"]) if stager["since"] else "-"
+    print(
+        f"stager: running (pid {stager['pid']}, for {since})"
+        if stager["running"]
+        else f"stager: NOT RUNNING (last started {since} ago)"
+    )
+    print(", ".join(f"{k} {v}" for k, v in report["files"].items()))
+    sections = (
+        (
+            "queue by library and tape",
+            [{**q, "oldest": human_age(q["oldest_age"])} for q in report["queue"]],
+            ["library", "tape", "files", "bytes", "oldest"],
+        ),
+        (
+            "running batches",
+            [
+                {
+                    **b,
+                    "done": f"{b['files_done']}/{b['n_files']}",
+                    "age": human_age(b["age"]),
+                    "eta": human_age(b["eta"]),
+                }
+                for b in report["running_batches"]
+            ],
+            ["id", "library", "done", "age", "eta", "pid"],
+        ),
+        (
+            "retrying",
+            [{**f, "next try": human_age(f["retry_in"])} for f in report["retrying"]],
+            ["path", "attempts", "next try", "last_error"],
+        ),
+        ("recent failures", report["recent_failures"], ["path", "attempts", "last_error"]),
+        (
+            "eeadm",
+            [
+                {**e, "last": f"{human_age(e['age'])} ago", "secs": f"{e['seconds']:.2f}"}
+                for e in report["eeadm"]
+            ],
+            ["subcommand", "last", "outcome", "secs", "calls", "failures", "last_error"],
+        ),
+    )
+    for title, rows, columns in sections:
+        print(f"\n{title}:")
+        print(_table(rows, columns) if rows else "  none")
     return EXIT_OK
 
 

@@ -67,8 +67,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-#: Told of every run: subcommand, outcome (ok, failed, timeout, unavailable), seconds.
-Observer = Callable[[str, str, float], None]
+#: Told of every run: subcommand, outcome (ok, failed, timeout, unavailable),
+#: seconds, and what went wrong (None when it went well).
+Observer = Callable[[str, str, float, str | None], None]
 
 
 class Eeadm:
@@ -104,17 +105,19 @@ class Eeadm:
         `on_start(pid)` is called once the process exists.
         """
         started = time.monotonic()
-        outcome = "failed"
+        outcome, error = "failed", "interrupted"
         try:
             res = self._run(args, timeout, log_path, on_start, check)
             outcome = "ok" if res.returncode == 0 else "failed"
+            error = None if res.returncode == 0 else f"exited with {res.returncode}"
             return res
         except EeadmError as exc:
             outcome = "timeout" if exc.timed_out else "unavailable" if exc.unavailable else "failed"
+            error = str(exc)
             raise
         finally:
             if self.observe is not None:
-                self.observe(_subcommand(args), outcome, time.monotonic() - started)
+                self.observe(_subcommand(args), outcome, time.monotonic() - started, error)
 
     def _run(
         self,

@@ -1,6 +1,7 @@
-"""Whether this installation can do its work: shared by /readyz and `ltfsee-globus doctor`.
+"""Whether this installation can do its work, and what it is doing: shared by
+/readyz and `doctor`, the status page and `status`.
 
-No Flask here: the CLI runs these checks with the service down.
+No Flask here: the CLI runs these with the service down.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from pathlib import Path
 from .config import Settings, missing_roots
 from .eeadm import Eeadm, EeadmError
 from .stager import StagerLock
-from .store import Store, StoreUnavailable
+from .store import FAILED, Store, StoreUnavailable
+
+#: Failures, retrying files and batches the status report lists, at most.
+REPORT_ROWS = 20
 
 #: Seconds `eeadm node list` may take in a check.
 EEADM_CHECK_TIMEOUT = 10.0
@@ -31,6 +35,67 @@ def stager_running(state_dir: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def human_age(seconds: float | None) -> str:
+    """A duration as people read it: 12s, 4.5m, 2.0h, 3.1d."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{max(seconds, 0.0):.0f}s"
+
+
+def stager_status(state_dir: Path) -> dict:
+    """Whether a stager holds the lock, its pid, and since when (the lock
+    file is rewritten when a stager takes it): the last start when none runs."""
+    lock = StagerLock(state_dir).path
+    try:
+        st = lock.stat()
+        pid_text = lock.read_text().strip()
+    except OSError:
+        return {"running": False, "pid": None, "since": None}
+    return {
+        "running": stager_running(state_dir),
+        "pid": int(pid_text) if pid_text.isdigit() else None,
+        "since": st.st_mtime,
+    }
+
+
+def status_report(store: Store, state_dir: Path) -> dict:
+    """What the status page and `ltfsee-globus status` show."""
+    now = store.clock()
+    counts = store.counts()
+    running = []
+    for b in store.batches(limit=50):
+        if b["status"] != "running":
+            continue
+        elapsed = now - b["started_at"]
+        done = b["files_done"]
+        eta = elapsed / done * (b["n_files"] - done) if done else None
+        running.append({**b, "age": elapsed, "eta": eta})
+    retrying = [
+        {**f, "retry_in": max(f["not_before"] - now, 0.0)}
+        for f in store.files(status="queued", retrying=True, limit=REPORT_ROWS)
+    ]
+    failed = store.files(status=FAILED, limit=REPORT_ROWS)
+    pf = counts["prefetch"]
+    return {
+        "now": now,
+        "stager": stager_status(state_dir),
+        "stager_running": stager_running(state_dir),
+        "files": counts["files"],
+        "totals": counts["totals"],
+        "queue": store.queue_by_tape(),
+        "running_batches": running,
+        "recent_batches": [b for b in store.batches(limit=10) if b["status"] != "running"],
+        "retrying": retrying,
+        "recent_failures": sorted(failed, key=lambda f: -(f["finished_at"] or 0)),
+        "prefetch": {**pf, "precision": pf["asked_files"] / pf["files"] if pf["files"] else None},
+        "eeadm": store.eeadm_health(),
+        "operator_actions": store.operator_actions(limit=5),
+    }
 
 
 def readiness(

@@ -111,7 +111,7 @@ class Metrics:
         )
 
     def eeadm_call(self, subcommand: str, outcome: str, seconds: float) -> None:
-        """The Eeadm observer: count one run and its duration."""
+        """Count one eeadm run and its duration."""
         self.eeadm_calls.labels(subcommand, outcome).inc()
         self.eeadm_seconds.labels(subcommand).observe(seconds)
 

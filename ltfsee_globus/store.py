@@ -241,6 +241,19 @@ MIGRATIONS: list[str] = [
         UPDATE tallies SET n = n + 1 WHERE name = 'total:batches_' || NEW.outcome;
     END;
     """,
+    # 8: how eeadm answered lately, per subcommand, whichever process ran it
+    """
+    CREATE TABLE eeadm_health (
+        subcommand TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        seconds REAL NOT NULL,
+        calls INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_error_at REAL
+    );
+    """,
 ]
 #: The totals migration 7 keeps (Prometheus counters).
 TOTALS = (
@@ -945,9 +958,11 @@ class Store:
         tape: str | None = None,
         task: str | None = None,
         prefix: str | None = None,
+        retrying: bool = False,
         limit: int = 100,
     ) -> list[dict]:
-        """File records matching every filter given, oldest queued first."""
+        """File records matching every filter given, oldest queued first.
+        `retrying`: only files that have had a failed attempt."""
         rows = self.conn().execute(
             "SELECT path, library, status, attempts, last_error, batch_id, prefetched, "
             "requested, size, tape, queued_at, not_before, finished_at FROM files f "
@@ -955,10 +970,32 @@ class Store:
             "AND (?3 IS NULL OR f.tape = ?3) AND (?4 IS NULL OR EXISTS (SELECT 1 "
             "FROM requesters r WHERE r.path = f.path AND r.ref = ?4)) "
             "AND (?5 IS NULL OR substr(f.path, 1, length(?5)) = ?5) "
-            "ORDER BY f.queued_at, f.path LIMIT ?6",
-            (status, library, tape, task, prefix, limit),
+            "AND (?6 = 0 OR f.last_error IS NOT NULL) "
+            "ORDER BY f.queued_at, f.path LIMIT ?7",
+            (status, library, tape, task, prefix, int(retrying), limit),
         )
         return [dict(r) for r in rows]
+
+    def note_eeadm(self, subcommand: str, outcome: str, seconds: float, error: str | None) -> None:
+        """Record how an eeadm run went (the status page's eeadm health)."""
+        now = self.clock()
+        failed = outcome != "ok"
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO eeadm_health (subcommand, at, outcome, seconds, calls, failures, "
+                "last_error, last_error_at) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7) "
+                "ON CONFLICT (subcommand) DO UPDATE SET at = ?2, outcome = ?3, seconds = ?4, "
+                "calls = calls + 1, failures = failures + ?5, "
+                "last_error = coalesce(?6, last_error), "
+                "last_error_at = coalesce(?7, last_error_at)",
+                (subcommand, now, outcome, seconds, int(failed), error, now if failed else None),
+            )
+
+    def eeadm_health(self) -> list[dict]:
+        """Per subcommand: the last run (when, outcome, seconds), runs, failures, last error."""
+        rows = self.conn().execute("SELECT * FROM eeadm_health ORDER BY subcommand")
+        now = self.clock()
+        return [{**dict(r), "age": now - r["at"]} for r in rows]
 
     def batches(self, limit: int = 20) -> list[dict]:
         """The newest batches, running ones first, with files on disk so far."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -267,3 +269,40 @@ def wait_for() -> Callable[..., object]:
         raise AssertionError(f"timed out waiting for {what}")
 
     return wait
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """Headless Chromium (Debian's chromium + chromium-driver) under selenium.
+
+    Skips where Chromium is absent, unless REQUIRE_BROWSER is set (as .ci/run
+    does): there a missing browser fails the run.
+    """
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        why = "Chromium is not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(why)
+        pytest.skip(why)
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1400,1100")
+    service = webdriver.ChromeService(driver, log_output=str(tmp_path / "chromedriver.log"))
+    drv = webdriver.Chrome(options=options, service=service)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where tests leave files for people to look at (screenshots): TEST_ARTIFACTS
+    or ./test-artifacts."""
+    path = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

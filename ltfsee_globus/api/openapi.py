@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from ..app import services
+from ..auth import SESSION_COOKIE
 from ..config import Settings
 
 bp = Blueprint("openapi", __name__)
@@ -75,6 +76,8 @@ def document(s: Settings) -> dict:
         },
     }
     eeadm_errors = _errors(400, 403, 404, 413, 502, 503, 504)
+    html = {"description": "HTML", "content": {"text/html": {"schema": string}}}
+    redirect = {"description": "To the status page", "headers": {"Location": {"schema": string}}}
     return {
         "openapi": "3.0.3",
         "info": {
@@ -87,6 +90,7 @@ def document(s: Settings) -> dict:
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-KEY"},
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
             },
             "responses": {
                 "Problem": {
@@ -318,6 +322,28 @@ def document(s: Settings) -> dict:
             "/api/openapi.json": {
                 "get": _op("This document", {"200": _json({"type": "object"})}, secured=False)
             },
+            "/": {
+                "get": {
+                    "summary": "Status page (HTML); the login form without a key or session",
+                    "security": [*SECURED, {"session": []}, {}],
+                    "responses": {"200": html, "401": html},
+                }
+            },
+            "/login": {
+                "post": {
+                    "summary": "Log in to the status page: sets the session cookie",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {"type": "object", "properties": {"key": string}}
+                            }
+                        },
+                    },
+                    "responses": {"303": redirect, "400": html, "401": html, **_errors(413)},
+                }
+            },
+            "/logout": {"post": {"summary": "End the session", "responses": {"303": redirect}}},
         },
     }
 
