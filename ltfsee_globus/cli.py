@@ -9,6 +9,7 @@
     ltfsee-globus cancel PATH... | --task ID   forget queued files (never a running recall)
     ltfsee-globus forget PATH...            drop a failure, so the next poll starts afresh
     ltfsee-globus doctor                    config, store, stager lock, eeadm, disk
+    ltfsee-globus ready [--wait S] [--url U]   ask the running service's /readyz
     ltfsee-globus simulator init DIR [--demo | layout options]
     ltfsee-globus simulator stats DIR       counters and task timings as JSON
     ltfsee-globus simulator damage DIR PATH...   make files unreadable (failure drills)
@@ -34,12 +35,13 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from .config import ConfigError, findings, load_settings, missing_roots, share_metrics
+from .config import ConfigError, Settings, findings, load_settings, missing_roots, share_metrics
 from .eeadm import Eeadm
 from .health import human_age, readiness, status_report
 from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
@@ -218,6 +220,44 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return EXIT_OK if all(v == "ok" for v in checks.values()) else EXIT_FAIL
 
 
+def _local_url(settings: Settings) -> str:
+    """The URL of this host's service, from BIND (and TLS settings)."""
+    if settings.BIND.startswith("unix:"):
+        raise UsageError("BIND is a unix socket: give --url")
+    host, _, port = settings.BIND.rpartition(":")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)  # noqa: S104
+    if settings.CERTFILE:
+        return f"https://{'localhost' if host == '127.0.0.1' else host}:{port}"
+    return f"http://{host}:{port}"
+
+
+def cmd_ready(args: argparse.Namespace) -> int:
+    """Wait (up to --wait seconds) until the service answers /readyz with 200.
+
+    The systemd unit runs it after start, so `systemctl start` returns once
+    the workers answer and the journal says whether the service is ready."""
+    import requests
+
+    settings = load_settings()
+    url = (args.url or _local_url(settings)).rstrip("/") + "/readyz"
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            resp = requests.get(url, timeout=15, verify=args.cafile or True)
+            if resp.status_code == 200:
+                print(f"ready: {url}")
+                return EXIT_OK
+            why = resp.json().get("detail", f"HTTP {resp.status_code}")
+        except requests.RequestException as exc:
+            why = f"no answer ({type(exc).__name__})"
+        except ValueError:
+            why = f"HTTP {resp.status_code}, not our problem+json"
+        if time.monotonic() >= deadline:
+            print(f"not ready: {url}: {why}", file=sys.stderr)
+            return EXIT_FAIL
+        time.sleep(1)
+
+
 def cmd_stager(_args: argparse.Namespace) -> int:
     """The stager as its own process; its eeadm counters join the web tier's."""
     _logging()
@@ -354,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check everything the service needs").set_defaults(
         func=cmd_doctor
     )
+    ready = sub.add_parser("ready", help="wait until the running service is ready (/readyz)")
+    ready.add_argument("--wait", type=float, default=0, help="seconds to keep asking")
+    ready.add_argument("--url", help="the service's base URL (default: from BIND)")
+    ready.add_argument("--cafile", help="CA bundle that signed the service's certificate")
+    ready.set_defaults(func=cmd_ready)
     demo = sub.add_parser("demo", help="serve a demo simulated library under gunicorn")
     demo.add_argument("--dir", default="demo")
     demo.add_argument("--bind", default="127.0.0.1:5000")

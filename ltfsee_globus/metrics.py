@@ -150,13 +150,15 @@ class _Collector:
         self.collect = collect
 
 
-def store_metrics(store: Store, stager_up: bool) -> Iterator[Metric]:
-    """Counters and gauges kept by the store: the same from every process."""
+def store_metrics(store: Store, stager_up: bool, libraries: list[str]) -> Iterator[Metric]:
+    """Counters and gauges kept by the store: the same from every process.
+    The queue gauges have a series (0 when empty) for each configured library."""
     counts = store.counts()
     totals = counts["totals"]
     for name, help_text, key in (
         ("ltfsee_files_queued", "Files queued for a recall (again after a failure)", "queued"),
         ("ltfsee_files_recalled", "Files a recall put on disk", "recalled"),
+        ("ltfsee_files_retried", "Failed recall attempts queued again", "retried"),
         ("ltfsee_files_failed", "Files that failed for good", "failed"),
         ("ltfsee_recalled_bytes", "Bytes of the files recalls put on disk", "recalled_bytes"),
     ):
@@ -179,9 +181,11 @@ def store_metrics(store: Store, stager_up: bool) -> Iterator[Metric]:
         "Age of the oldest queued file per library",
         labels=["library"],
     )
-    for q in store.queue_by_library():
-        depth.add_metric([q["library"]], q["files"])
-        oldest.add_metric([q["library"]], q["oldest_age"])
+    queue = {lib: (0, 0.0) for lib in libraries or [""]}
+    queue.update({q["library"]: (q["files"], q["oldest_age"]) for q in store.queue_by_library()})
+    for library, (files_queued, age) in sorted(queue.items()):
+        depth.add_metric([library], files_queued)
+        oldest.add_metric([library], age)
     yield depth
     yield oldest
     pf = counts["prefetch"]

@@ -118,3 +118,41 @@ def test_doctor_names_each_check(site):
         "disk": "ok",
     }
     assert res.returncode == 1  # one check failed
+
+
+@pytest.mark.parametrize(
+    ("stager", "code", "says"), [("embedded", 0, "ready: "), ("off", 1, "stager")]
+)
+def test_ready_asks_the_running_service(start_server, stager, code, says):
+    server = start_server(STAGER=stager)
+    port = server.url.rsplit(":", 1)[1]
+    res = subprocess.run(
+        [sys.executable, "-m", "ltfsee_globus.cli", "ready", "--wait", "2"],
+        env={**server.env, "BIND": f"0.0.0.0:{port}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == code, res.stderr
+    assert says in (res.stdout if code == 0 else res.stderr)
+    assert "Traceback" not in res.stderr
+
+
+def test_ready_says_when_nothing_answers(base_config, sim):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AUTH_KEY": "k",
+        "EEADM_COMMAND": " ".join(sim.command),
+        "MANAGED_ROOTS": str(sim.fs),
+        "STATE_DIR": base_config["STATE_DIR"],
+        "BIND": "127.0.0.1:9",
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "ltfsee_globus.cli", "ready"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1
+    assert "not ready: http://127.0.0.1:9/readyz: no answer (ConnectionError)" in res.stderr

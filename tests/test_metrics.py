@@ -1,15 +1,19 @@
 """/metrics after a scripted run: two gunicorn workers and a separate stager
 process, counted once each, whichever worker answers the scrape."""
 
+import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from ltfsee_globus.sim.library import Library
 
+ROOT = Path(__file__).resolve().parent.parent
 POLL_ROUTE = "/api/v0.5/globus_recall/globus_recall"
 
 
@@ -104,6 +108,12 @@ def test_counters_add_up_across_workers_and_a_separate_stager(
     assert m[("ltfsee_eeadm_call_duration_seconds_count", (("subcommand", "recall"),))] == recalls
     assert m[("ltfsee_stager_up", ())] == 1
     assert m[("ltfsee_files", (("status", "done"),))] == 5
+    # every series the shipped Grafana dashboard queries is one /metrics serves
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bltfsee_[a-z_]+", e)}
+    served = {name for name, _ in m}
+    assert used and used <= served, used - served
 
 
 def test_importing_the_cli_leaves_prometheus_client_unimported():

@@ -137,3 +137,40 @@ def test_the_stager_prunes_with_the_retention_setting(make_app, clock):
     clock.advance(86400 + 1)
     assert stager.prune(clock()) == 3 + 1
     assert svc.store.counts()["files"]["done"] == 0
+
+
+def test_totals_count_what_happened_and_survive_pruning(store, clock):
+    """The Prometheus counters: a retry, a success, a failure, a re-queue."""
+    for p in ("/gpfs/a", "/gpfs/b"):
+        store.request(p, None, "globus", "t", size=100)
+    batch_id, _ = store.claim("", 10)
+    store.finish_batch(
+        batch_id,
+        outcome="partial",
+        detail="",
+        eeadm_task_id=None,
+        updates=[Update("/gpfs/a", DONE), Update("/gpfs/b", QUEUED, last_error="x")],
+    )
+    batch_id, _ = store.claim("", 10)
+    store.finish_batch(
+        batch_id,
+        outcome="failed",
+        detail="",
+        eeadm_task_id=None,
+        updates=[Update("/gpfs/b", FAILED, last_error="x")],
+    )
+    store.request("/gpfs/b", None, "globus", "t2")  # asked again after the failure
+    expected = {
+        "queued": 3,
+        "retried": 1,
+        "recalled": 1,
+        "recalled_bytes": 100,
+        "failed": 1,
+        "batches_succeeded": 0,
+        "batches_partial": 1,
+        "batches_failed": 1,
+    }
+    assert store.counts()["totals"] == expected
+    clock.advance(30 * 86400)
+    store.prune(clock())
+    assert store.counts()["totals"] == expected

@@ -48,5 +48,7 @@ def status():
 def metrics():
     svc = services()
     running = stager_running(svc.settings.state_dir)
-    body, content_type = svc.metrics.exposition(lambda: store_metrics(svc.store, running))
+    body, content_type = svc.metrics.exposition(
+        lambda: store_metrics(svc.store, running, svc.settings.LTFSEE_LIB)
+    )
     return Response(body, content_type=content_type)
