@@ -8,7 +8,7 @@
     ltfsee-globus retry PATH... | --failed  queue failed files again (attempts reset)
     ltfsee-globus cancel PATH... | --task ID   forget queued files (never a running recall)
     ltfsee-globus forget PATH...            drop a failure, so the next poll starts afresh
-    ltfsee-globus doctor                    config, store, stager lock, eeadm, disk
+    ltfsee-globus doctor                    config, roots, store, stager lock, eeadm, sudo, disk
     ltfsee-globus ready [--wait S] [--url U]   ask the running service's /readyz
     ltfsee-globus simulator init DIR [--demo | layout options]
     ltfsee-globus simulator stats DIR       counters and task timings as JSON
@@ -43,7 +43,7 @@ from pathlib import Path
 
 from .config import ConfigError, Settings, findings, load_settings, missing_roots, share_metrics
 from .eeadm import Eeadm
-from .health import human_age, readiness, status_report
+from .health import human_age, readiness, status_report, sudo_rights
 from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
 from .store import STORE_FILE, Store, StoreUnavailable
 
@@ -213,11 +213,12 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
     with _store() as store:
         checks = {"config": "ok", **readiness(settings, store, eeadm)}
+    checks["sudo"] = sudo_rights(settings)
     free = shutil.disk_usage(settings.state_dir).free
     checks["disk"] = "ok" if free >= DOCTOR_MIN_FREE else f"only {free // 2**20} MiB free"
     for name, found in checks.items():
         print(f"{name:8} {found}")
-    return EXIT_OK if all(v == "ok" for v in checks.values()) else EXIT_FAIL
+    return EXIT_OK if all(v.startswith("ok") for v in checks.values()) else EXIT_FAIL
 
 
 def _local_url(settings: Settings) -> str:

@@ -7,7 +7,9 @@ No Flask here: the CLI runs these with the service down.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
+import subprocess
 from pathlib import Path
 
 from .config import Settings, missing_roots
@@ -96,6 +98,37 @@ def status_report(store: Store, state_dir: Path) -> dict:
         "eeadm": store.eeadm_health(),
         "operator_actions": store.operator_actions(limit=5),
     }
+
+
+def sudo_rights(settings: Settings) -> str:
+    """When EEADM_COMMAND runs eeadm through sudo: whether sudo, without a
+    password, allows each subcommand the service runs (`sudo -n -l CMD`)."""
+    command = settings.EEADM_COMMAND
+    if not command or Path(command[0]).name != "sudo":
+        return "ok (eeadm does not run through sudo)"
+    options = list(itertools.takewhile(lambda a: a.startswith("-"), command[1:]))
+    eeadm = command[1 + len(options) :]
+    wanted = (
+        ["file", "state", "-s", "--", str(settings.state_dir)],
+        ["recall", str(settings.state_dir / "batches" / "1.list")],
+        ["node", "list"],
+    )
+    refused = []
+    for args in wanted:
+        try:
+            res = subprocess.run(
+                [command[0], "-n", "-l", *eeadm, *args],
+                capture_output=True,
+                timeout=EEADM_CHECK_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot ask sudo: {exc}"
+        if res.returncode != 0:
+            refused.append(" ".join(args[:2] if args[0] != "recall" else args))
+    if refused:
+        return "sudo -n does not allow eeadm " + "; ".join(refused)
+    return "ok"
 
 
 def readiness(

@@ -29,7 +29,7 @@ def site(make_app, sim, base_config, tmp_path):
         ],
     )
     store.request(m[4], None, "globus", "task-b", size=5)
-    env = {
+    base_env = {
         "PATH": "/usr/bin:/bin",
         "AUTH_KEY": base_config["AUTH_KEY"],
         "EEADM_COMMAND": " ".join(sim.command),
@@ -39,10 +39,10 @@ def site(make_app, sim, base_config, tmp_path):
         "SUDO_USER": "alice",
     }
 
-    def run(*args):
+    def run(*args, env: dict | None = None):
         return subprocess.run(
             [sys.executable, "-m", "ltfsee_globus.cli", *args],
-            env=env,
+            env={**base_env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=60,
@@ -115,9 +115,30 @@ def test_doctor_names_each_check(site):
         "store": "ok",
         "stager": "no stager holds STATE_DIR/stager.lock",
         "eeadm": "ok",
+        "sudo": "ok (eeadm does not run through sudo)",
         "disk": "ok",
     }
     assert res.returncode == 1  # one check failed
+
+
+def test_doctor_asks_sudo_for_each_subcommand(site, sim, tmp_path):
+    """A `sudo` that allows `file state` and `node list` but not our recalls."""
+    sudo = tmp_path / "bin" / "sudo"
+    sudo.parent.mkdir()
+    sudo.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = -n ] && [ "$2" = -l ]; then\n'
+        '  case "$4" in recall) exit 1;; *) echo "$3 $4"; exit 0;; esac\n'
+        "fi\n"
+        'shift; exec "$@"\n'
+    )
+    sudo.chmod(0o755)
+    _store, run, _f = site
+    res = run("doctor", env={"EEADM_COMMAND": f"{sudo} -n {' '.join(sim.command)}"})
+    lines = dict(line.split(None, 1) for line in res.stdout.splitlines())
+    assert lines["eeadm"] == "ok"  # node list through the fake sudo
+    assert lines["sudo"] == (f"sudo -n does not allow eeadm recall {tmp_path}/state/batches/1.list")
+    assert res.returncode == 1
 
 
 @pytest.mark.parametrize(
