@@ -18,6 +18,7 @@ from .eeadm import Eeadm, Observer
 from .errors import register_error_handlers
 from .lookup import StateLookup
 from .metrics import Metrics
+from .placement import Once
 from .stager import Stager
 from .store import STORE_FILE, Store, StoreUnavailable
 
@@ -34,6 +35,8 @@ class Services:
     lookup: StateLookup
     metrics: Metrics
     clock: Callable[[], float] = time.time
+    #: tasks whose explicit library was overridden (logged once per task)
+    notes: Once = field(default_factory=Once)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     stager: Stager | None = None

@@ -423,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("time_scale", float),
         ("seed", int),
         ("subdir", str),
+        ("copies", int),
     ):
         init.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     init.add_argument("--placement", choices=("clustered", "random"))

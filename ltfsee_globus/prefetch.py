@@ -42,6 +42,7 @@ from .config import Settings
 from .eeadm import Eeadm, EeadmError
 from .parse import FileState
 from .paths import is_clean_name, under
+from .placement import NoCopy, place
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -254,12 +255,9 @@ class Prefetcher:
             triggers = self.store.take_prefetch_triggers()
             if not triggers:
                 break
-            libraries: dict[str, str] = {}
-            for t in triggers:
-                libraries[t["taskid"]] = t["library"]
-            for taskid, library in libraries.items():
+            for taskid in dict.fromkeys(t["taskid"] for t in triggers):
                 try:
-                    queued += self.plan(taskid, library)
+                    queued += self.plan(taskid)
                 except EeadmError as exc:
                     log.warning("prefetch for task %s skipped: %s", taskid, exc)
         return queued
@@ -276,7 +274,7 @@ class Prefetcher:
             self._disk.popitem(last=False)
         return {p for p in paths if p in self._disk}
 
-    def plan(self, taskid: str, library: str) -> int:
+    def plan(self, taskid: str) -> int:
         """Act on what task `taskid` has asked for so far; returns files queued."""
         s = self.settings
         asked = self.store.task_paths(taskid)
@@ -317,11 +315,11 @@ class Prefetcher:
             ]
         used_files, used_bytes = self.store.prefetch_unconfirmed(taskid)
         room = Room(s.PREFETCH_MAX_FILES - used_files, s.PREFETCH_MAX_BYTES - used_bytes)
-        chosen = self._migrated(sure, seen, room)
+        chosen = self._migrated(taskid, sure, seen, room)
         if wider and room.left():
-            mounted = self.store.active_tapes() | {t for _, _, t in chosen if t}
-            chosen += self._migrated(wider, seen, room, tapes=mounted)
-        n = self.store.add_prefetched(taskid, library, chosen) if chosen else 0
+            mounted = self.store.active_tapes() | {t for _, _, t, _ in chosen if t}
+            chosen += self._migrated(taskid, wider, seen, room, tapes=mounted)
+        n = self.store.add_prefetched(taskid, chosen) if chosen else 0
         if n:
             log.info(
                 "prefetch: task %s walks %s; %d file(s) queued%s",
@@ -334,16 +332,18 @@ class Prefetcher:
 
     def _migrated(
         self,
+        taskid: str,
         cands: list[tuple[str, int]],
         seen: set[str],
         room: Room,
         tapes: set[str] | None = None,
-    ) -> list[tuple[str, int, str | None]]:
-        """Migrated files among `cands` (in order) that fit `room`, on `tapes` if given."""
+    ) -> list[tuple[str, int, str | None, str | None]]:
+        """Migrated files among `cands` (in order) that fit `room`, with the tape
+        and library to recall each from; only copies on `tapes` if given."""
         fresh = [(p, n) for p, n in cands if p not in seen]
         known = self.store.known(p for p, _ in fresh)
         fresh = [(p, n) for p, n in fresh if p not in known]
-        out: list[tuple[str, int, str | None]] = []
+        out: list[tuple[str, int, str | None, str | None]] = []
         for i in range(0, len(fresh), CHUNK):
             if not room.left():
                 break
@@ -354,13 +354,23 @@ class Prefetcher:
                 if not (isinstance(st, FileState) and st.migrated):
                     seen.add(p)  # on disk or unreadable: nothing to guess
                     continue
-                tape = st.tapes[0] if st.tapes else None
-                if tapes is not None and tape not in tapes:
+                try:
+                    where = place(
+                        st.tapes,
+                        self.settings.LTFSEE_LIB,
+                        taskid=taskid,
+                        busy=(lambda ts: tapes) if tapes is not None else self.store.busy_tapes,
+                        load=self.store.library_load,
+                    )
+                except NoCopy:
+                    seen.add(p)  # no copy we may recall: not ours to guess
+                    continue
+                if tapes is not None and where.tape not in tapes:
                     continue  # would cost a mount: wait for the walk to get there
                 if not room.take(size):
                     return out
                 seen.add(p)
-                out.append((p, size, tape))
+                out.append((p, size, where.tape, where.library))
         return out
 
 

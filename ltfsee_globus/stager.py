@@ -26,6 +26,7 @@ from pathlib import Path
 from .config import Settings
 from .eeadm import Eeadm, EeadmError
 from .parse import FileState, parse_recall_output
+from .placement import NoCopy, Placement, place
 from .prefetch import Prefetcher
 from .store import DONE, FAILED, QUEUED, Store, StoreUnavailable, Update
 
@@ -266,6 +267,7 @@ class Stager:
             return
         for r in rows:
             st = states.get(r["path"])
+            where = (None, None)
             if st is None:
                 state, error = "FAILED", "No such file or directory"
             elif not isinstance(st, FileState):
@@ -273,8 +275,23 @@ class Stager:
             elif st.on_disk:
                 state, error = "COMPLETED", None
             else:
-                state, error = None, None
-            self.store.intake(r["request_id"], r["path"], r["library"], state, error)
+                try:
+                    p = self.place(st, r["request_id"])
+                    state, error, where = None, None, (p.library, p.tape)
+                except NoCopy as exc:
+                    state, error = "FAILED", str(exc)
+            self.store.intake(r["request_id"], r["path"], state, error, where)
+
+    def place(self, st: FileState, taskid: str | None, avoid: str | None = None) -> Placement:
+        """The library and copy to recall a file from (see placement.place)."""
+        return place(
+            st.tapes,
+            self.settings.LTFSEE_LIB,
+            taskid=taskid,
+            busy=self.store.busy_tapes,
+            load=self.store.library_load,
+            avoid=avoid,
+        )
 
     def prune(self, now: float) -> int:
         """Forget records finished more than RETENTION_DAYS ago, a chunk at a time."""
@@ -324,6 +341,8 @@ class Stager:
         said = parsed.summary() if parsed.errors else None
         reason = ": ".join(x for x in (failure, said) if x) or None
         attempts = self.store.batch_files(batch_id)
+        batch = self.store.batch(batch_id)
+        library = batch["library"] if batch is not None else None
         try:
             states = self.eeadm.file_state(list(attempts))
         except EeadmError as exc:
@@ -343,7 +362,29 @@ class Stager:
             else:
                 why = reason or "file still not on disk after recall"
             most = self.settings.RECALL_MAX_ATTEMPTS
-            if n >= most:
+            elsewhere = self._elsewhere(st, library)
+            if elsewhere is not None and n < most:
+                log.warning(
+                    "batch %d: %s not on disk (attempt %d of %d), retried at once from its "
+                    "copy in library %s: %s",
+                    batch_id,
+                    p,
+                    n,
+                    most,
+                    elsewhere.library,
+                    why,
+                )
+                updates.append(
+                    Update(
+                        p,
+                        QUEUED,
+                        last_error=why,
+                        not_before=now,
+                        tape=elsewhere.tape,
+                        library=elsewhere.library,
+                    )
+                )
+            elif n >= most:
                 log.warning("batch %d: %s failed after %d attempt(s): %s", batch_id, p, n, why)
                 updates.append(Update(p, FAILED, last_error=f"after {n} attempt(s): {why}"))
             else:
@@ -375,6 +416,17 @@ class Stager:
             len(updates),
             f" ({reason})" if reason else "",
         )
+
+    def _elsewhere(self, st: object, failed_in: str | None) -> Placement | None:
+        """A copy of a file that failed to recall in library `failed_in` that
+        lives in another library we may use, if any."""
+        if not isinstance(st, FileState) or not failed_in:
+            return None
+        try:
+            p = self.place(st, None, avoid=failed_in)
+        except NoCopy:
+            return None
+        return p if p.library != failed_in else None
 
     # -- restart ------------------------------------------------------------------------
     def recover(self) -> None:

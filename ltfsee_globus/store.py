@@ -254,6 +254,15 @@ MIGRATIONS: list[str] = [
         last_error_at REAL
     );
     """,
+    # 9: which tapes are busy (placement asks per copy), and files that fail
+    # without a recall (no copy in a library we may use) count as failed
+    """
+    CREATE INDEX files_tape ON files (tape, status);
+    CREATE TRIGGER files_total_insert_failed AFTER INSERT ON files
+        WHEN NEW.status = 'failed' BEGIN
+        UPDATE tallies SET n = n + 1 WHERE name = 'total:failed';
+    END;
+    """,
 ]
 #: The totals migration 7 keeps (Prometheus counters).
 TOTALS = (
@@ -288,6 +297,7 @@ class Update:
     not_before: float = 0.0
     size: int | None = None
     tape: str | None = None
+    library: str | None = None  # another library's copy, for the next attempt
 
 
 #: SQLite errors that say the store cannot be written now, not that we erred.
@@ -651,7 +661,8 @@ class Store:
             for u in updates:
                 c.execute(
                     "UPDATE files SET status = ?, last_error = ?, not_before = ?, "
-                    "size = coalesce(?, size), tape = coalesce(?, tape), updated_at = ?, "
+                    "size = coalesce(?, size), tape = coalesce(?, tape), "
+                    "library = coalesce(?, library), updated_at = ?, "
                     "finished_at = CASE WHEN ? IN ('done', 'failed') THEN ? END, "
                     "batch_id = CASE WHEN ? = 'queued' THEN NULL ELSE batch_id END "
                     "WHERE path = ? AND batch_id = ? AND status = ?",
@@ -661,6 +672,7 @@ class Store:
                         u.not_before,
                         u.size,
                         u.tape,
+                        u.library,
                         now,
                         u.status,
                         now,
@@ -719,6 +731,44 @@ class Store:
         )
         return (row[0], row[1]) if row else (0, 0)
 
+    def busy_tapes(self, tapes: Sequence[str]) -> set[str]:
+        """Those of `tapes` that queued or recalling files need."""
+        conn = self.conn()
+        return {
+            t
+            for t in dict.fromkeys(tapes)
+            if conn.execute(
+                "SELECT 1 FROM files WHERE tape = ? AND status IN (?, ?) LIMIT 1", (t, *ACTIVE)
+            ).fetchone()
+        }
+
+    def library_load(self) -> dict[str, int]:
+        """Files queued or recalling per library."""
+        rows = self.conn().execute(
+            "SELECT library, count(*) FROM files WHERE status IN (?, ?) GROUP BY library", ACTIVE
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def fail(self, path: str, reason: str, kind: str, ref: str, size: int | None = None) -> None:
+        """Record a file that cannot be recalled at all (no usable copy), so its
+        polls answer the reason from the store, without eeadm, until
+        FAILED_RETENTION. A file being recalled is left alone."""
+        now = self.clock()
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO files (path, status, last_error, requested, size, queued_at, "
+                "created_at, updated_at, finished_at) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, ?5, ?5) "
+                "ON CONFLICT(path) DO UPDATE SET status = ?2, last_error = ?3, batch_id = NULL, "
+                "updated_at = ?5, finished_at = ?5 WHERE status NOT IN (?6, ?7)",
+                (path, FAILED, reason, size, now, *ACTIVE),
+            )
+            if kind:
+                c.execute(
+                    "INSERT OR IGNORE INTO requesters (path, kind, ref, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (path, kind, ref, now),
+                )
+
     def active_tapes(self) -> set[str]:
         """Tapes of the files queued or recalling: they will be mounted anyway."""
         rows = self.conn().execute(
@@ -737,14 +787,14 @@ class Store:
         return out
 
     def add_prefetched(
-        self, taskid: str, library: str, files: Sequence[tuple[str, int, str | None]]
+        self, taskid: str, files: Sequence[tuple[str, int, str | None, str | None]]
     ) -> int:
-        """Queue prefetched files (path, size, tape) for a task and count them
-        against it, in one transaction. Returns how many were newly queued."""
+        """Queue prefetched files (path, size, tape, library) for a task and count
+        them against it, in one transaction. Returns how many were newly queued."""
         n = nbytes = 0
         now = self.clock()
         with self.tx() as c:
-            for path, size, tape in files:
+            for path, size, tape, library in files:
                 was = c.execute("SELECT status FROM files WHERE path = ?", (path,)).fetchone()
                 if was is not None and was[0] in ACTIVE:
                     continue
@@ -795,16 +845,16 @@ class Store:
         self,
         request_id: str,
         owner: str,
-        library: str | None,
         files: Sequence[tuple[str, str | None]],
     ) -> None:
         """Record a stage request: (path, error) per file; a file with an error
-        is FAILED at once, the others wait for the stager's intake."""
+        is FAILED at once, the others wait for the stager's intake (which
+        chooses each file's library from its copies)."""
         now = self.clock()
         with self.tx() as c:
             c.execute(
-                "INSERT INTO stage_requests (id, owner, library, created_at) VALUES (?,?,?,?)",
-                (request_id, owner, library or "", now),
+                "INSERT INTO stage_requests (id, owner, created_at) VALUES (?,?,?)",
+                (request_id, owner, now),
             )
             c.executemany(
                 "INSERT INTO request_files (request_id, path, position, state, checked, error, "
@@ -847,15 +897,21 @@ class Store:
         )
 
     def intake(
-        self, request_id: str, path: str, library: str, state: str | None, error: str | None
+        self,
+        request_id: str,
+        path: str,
+        state: str | None,
+        error: str | None,
+        placement: tuple[str | None, str | None] = (None, None),
     ) -> None:
         """Settle one request file after its first look: on disk (COMPLETED),
-        failed (FAILED + error) or to recall (state None: queued, or joined to a
-        recall already queued or running)."""
+        failed (FAILED + error) or to recall from `placement` (library, tape)
+        (state None: queued, or joined to a recall already queued or running)."""
         now = self.clock()
+        library, tape = placement
         with self.tx() as c:
             if state is None:
-                status = self._enqueue(c, path, library, "wlcg", request_id, False, None, None)
+                status = self._enqueue(c, path, library, "wlcg", request_id, False, None, tape)
                 state = STARTED if status == RECALLING else SUBMITTED
             final = state in FINAL
             c.execute(

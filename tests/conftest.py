@@ -306,3 +306,30 @@ def artifacts() -> Path:
     path = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts")).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+CLIENTS = Path(__file__).resolve().parent.parent / "clients"
+
+
+@pytest.fixture
+def run_client() -> Callable[..., subprocess.CompletedProcess]:
+    """Run a stage app as Globus does: a subprocess with the GLOBUS_STAGE_* environment."""
+
+    def run(url, path, *, key=KEY, name="simple_client.py", **env):
+        full = {
+            "PATH": os.environ["PATH"],
+            "LTFSEE_URL": url,
+            "AUTH_KEY": key,
+            "GLOBUS_STAGE_PATH": path,
+            "GLOBUS_STAGE_TASKID": "task-1",
+            **env,
+        }
+        return subprocess.run(
+            [sys.executable, str(CLIENTS / name)],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return run

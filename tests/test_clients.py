@@ -16,21 +16,7 @@ from ltfsee_globus.sim.library import Library
 CLIENTS = Path(__file__).resolve().parent.parent / "clients"
 
 
-def run_client(url, path, *, key="test-key-0123456789", name="simple_client.py", **env):
-    full = {
-        "PATH": os.environ["PATH"],
-        "LTFSEE_URL": url,
-        "AUTH_KEY": key,
-        "GLOBUS_STAGE_PATH": path,
-        "GLOBUS_STAGE_TASKID": "task-1",
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, str(CLIENTS / name)], env=full, capture_output=True, text=True, timeout=60
-    )
-
-
-def test_archived_then_resident(live_server, sim, wait_for):
+def test_archived_then_resident(run_client, live_server, sim, wait_for):
     path = sim.files("M")[0]
     first = run_client(live_server.url, path)
     assert (first.returncode, first.stdout, first.stderr) == (0, "archived\n", "")
@@ -46,14 +32,14 @@ def test_archived_then_resident(live_server, sim, wait_for):
         ("bad key", "{m}", "wrong", 5, "not valid"),
     ],
 )
-def test_error_exits(live_server, sim, case, path, key, code, words):
+def test_error_exits(run_client, live_server, sim, case, path, key, code, words):
     path = path.format(fs=sim.fs, m=sim.files("M")[0])
     res = run_client(live_server.url, path, **({"key": key} if key else {}))
     assert res.returncode == code
     assert res.stdout == "" and len(res.stderr.splitlines()) == 1 and words in res.stderr
 
 
-def test_failed_recall_exits_server_error(start_server, sim, wait_for):
+def test_failed_recall_exits_server_error(run_client, start_server, sim, wait_for):
     path = sim.files("M")[0]
     lib = Library(sim.root)
     lib.damage([path])
@@ -64,7 +50,7 @@ def test_failed_recall_exits_server_error(start_server, sim, wait_for):
     assert res.returncode == 6 and "GLESL016E" in res.stderr
 
 
-def test_unreachable_server(sim):
+def test_unreachable_server(run_client, sim):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -72,7 +58,7 @@ def test_unreachable_server(sim):
     assert res.returncode == 7 and "cannot reach" in res.stderr
 
 
-def test_timeout(sim):
+def test_timeout(run_client, sim):
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
@@ -110,7 +96,7 @@ def test_bad_settings_exit_2(env, words):
 
 
 @pytest.mark.parametrize(("debug", "shown"), [("False", False), ("false", False), ("1", True)])
-def test_debug_flag_parsing(live_server, sim, debug, shown):
+def test_debug_flag_parsing(run_client, live_server, sim, debug, shown):
     res = run_client(live_server.url, sim.files("R")[0], DEBUG=debug)
     assert (res.stdout, res.returncode) == ("resident\n", 0), res.stderr
     assert ("debug: 201" in res.stderr) is shown
@@ -147,7 +133,7 @@ def test_export_lookups():
     assert export_from_autofs("zzz", AUTOFS) == "/gpfs/gpfs1/zzz"
 
 
-def test_advanced_client_end_to_end_with_autofs_map(live_server, sim, tmp_path):
+def test_advanced_client_end_to_end_with_autofs_map(run_client, live_server, sim, tmp_path):
     path = sim.files("R")[0]
     rest = os.path.relpath(path, sim.fs)
     amap = tmp_path / "auto.dataden"
@@ -203,7 +189,9 @@ def foreign_server():
         (502, "text/html", b"Bad Gateway", 6),
     ],
 )
-def test_only_our_own_404_means_no_such_file(foreign_server, sim, status, ctype, body, code):
+def test_only_our_own_404_means_no_such_file(
+    run_client, foreign_server, sim, status, ctype, body, code
+):
     url = foreign_server(status, ctype, body)
     res = run_client(url, sim.files("M")[0])
     assert (res.returncode, res.stdout) == (code, "")

@@ -16,9 +16,9 @@ POLL = "/api/v0.5/globus_recall/globus_recall"
 def busy_site(make_sim, start_server, headers, wait_for):
     """A service with a failed file, a recall running and a file queued behind it.
 
-    One drive, one recall at a time, a slow simulated tape (x20): the damaged
+    One drive, one recall at a time, a slow simulated tape (x10): the damaged
     file's recall fails first; the next recall needs an unmount and a mount
-    (6 s real) while a third poll waits in the queue."""
+    (12 s real) while a third poll waits in the queue."""
     sim = make_sim(
         "page",
         files=40,
@@ -27,7 +27,7 @@ def busy_site(make_sim, start_server, headers, wait_for):
         drives=1,
         premigrated=0,
         resident=0,
-        time_scale=20.0,
+        time_scale=10.0,
         min_size=10**9,
         max_size=2 * 10**9,
     )
@@ -91,10 +91,11 @@ def test_status_page_in_chromium(busy_site, browser, artifacts, headers, wait_fo
     assert browser.find_elements(By.ID, "key"), "no login form"
     browser.find_element(By.ID, "key").send_keys("not-the-key")
     browser.find_element(By.ID, "login").click()
-    assert "That key is not valid." in browser.find_element(By.ID, "login-message").text
+    refused = wait_for(lambda: browser.find_elements(By.ID, "login-message"), what="refusal")
+    assert "That key is not valid." in refused[0].text
     browser.find_element(By.ID, "key").send_keys(headers["X-API-KEY"])
     browser.find_element(By.ID, "login").click()
-
+    wait_for(lambda: browser.find_elements(By.ID, "stager"), what="the status page")
     assert browser.current_url == server.url + "/"  # the key is never in a URL
     cookie = browser.get_cookie("ltfsee_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -125,7 +126,8 @@ def test_status_page_in_chromium(busy_site, browser, artifacts, headers, wait_fo
     assert "Running recalls" in browser.page_source
 
     browser.find_element(By.ID, "logout").click()
-    assert browser.find_elements(By.ID, "key"), "logging out shows the login form again"
+    wait_for(lambda: browser.find_elements(By.ID, "key"), what="the login form after logout")
+    assert browser.get_cookie("ltfsee_session") is None
 
 
 def test_status_page_for_scripts_and_strangers(busy_site, headers):

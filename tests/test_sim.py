@@ -174,3 +174,28 @@ def test_missing_sim_dir_is_a_clear_error(tmp_path):
         text=True,
     )
     assert res.returncode == 2 and "no simulated library" in res.stderr
+
+
+def test_copies_are_in_other_pools_and_libraries_and_each_library_reads_its_own(make_sim):
+    sim = make_sim(
+        "copies", files=12, dirs=3, tapes=4, libraries=2, copies=2, premigrated=0, resident=0
+    )
+    files = sim.files("M")
+    parsed, _ = parse_file_state_short(eeadm(sim, "file", "state", "-s", *files).stdout)
+    for st in parsed.values():
+        (v1, p1, l1), (v2, p2, l2) = (t.split("@") for t in st.tapes)
+        assert st.replicas == 2 and v1 != v2 and p1 != p2 and l1 != l2
+    first = parsed[files[0]]
+    other = first.tapes[1].split("@")
+    res = eeadm(sim, "recall", "-l", other[2], stdin=files[0] + "\n")
+    assert res.returncode == 0, res.stdout + res.stderr
+    [(tape,)] = sim._query("SELECT tape FROM task_files WHERE path = ?", (files[0],))
+    assert tape == other[0]  # read from the copy in the library named
+    assert states(sim, [files[0]]) == {files[0]: "P"}
+
+
+def test_copies_must_fit_the_tapes(tmp_path):
+    from ltfsee_globus.sim.library import Layout, SimError, init_library
+
+    with pytest.raises(SimError, match="copies must be 1 to 2"):
+        init_library(tmp_path / "x", Layout(tapes=2, copies=3))

@@ -89,13 +89,13 @@ def finished(store, clock, n, status=DONE, prefix="/gpfs/f"):
 def test_retention_prunes_only_what_finished_before_the_cutoff(store, clock):
     old = finished(store, clock, 30, prefix="/gpfs/old")
     old_failed = finished(store, clock, 5, FAILED, prefix="/gpfs/oldfail")
-    store.create_request("r-old", "k", None, [("/gpfs/a", "refused"), ("/gpfs/b", "refused")])
-    store.create_request("r-open", "k", None, [("/gpfs/old0", None)])  # not settled yet
+    store.create_request("r-old", "k", [("/gpfs/a", "refused"), ("/gpfs/b", "refused")])
+    store.create_request("r-open", "k", [("/gpfs/old0", None)])  # not settled yet
     clock.advance(100)
     cutoff = clock()
     new = finished(store, clock, 10, prefix="/gpfs/new")
     store.request("/gpfs/waiting", None, "globus", "t2")
-    store.create_request("r-new", "k", None, [("/gpfs/x", "refused")])
+    store.create_request("r-new", "k", [("/gpfs/x", "refused")])
     before = store.counts()
     assert before["files"] == {"queued": 1, "recalling": 0, "done": 40, "failed": 5}
     gone = [store.prune(cutoff, limit=7) for _ in range(10)]
@@ -114,7 +114,7 @@ def test_retention_prunes_only_what_finished_before_the_cutoff(store, clock):
 
 def test_tallies_match_the_tables_and_prefetch_totals_survive_pruning(store, clock):
     finished(store, clock, 4)
-    store.add_prefetched("task-9", "", [("/gpfs/p1", 5, "T1"), ("/gpfs/p2", 7, "T1")])
+    store.add_prefetched("task-9", [("/gpfs/p1", 5, "T1", ""), ("/gpfs/p2", 7, "T1", "")])
     store.note_requester("/gpfs/p1", "globus", "task-9")
     conn = store.conn()
     by_status = dict(conn.execute("SELECT status, count(*) FROM files GROUP BY status"))

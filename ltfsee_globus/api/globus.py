@@ -9,7 +9,6 @@ lookup; a migrated file is queued for the stager, never recalled here.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ from ..errors import ApiError
 from ..lookup import Outcome
 from ..parse import FileState
 from ..paths import check_managed, check_resolved
+from ..placement import NoCopy, place
 from ..store import ACTIVE, DONE, FAILED, StoreUnavailable
 from .common import json_object, optional_str
 
@@ -35,18 +35,15 @@ RECALL_FAILED = "Recall failed"
 _LIBRARY = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}$")
 
 
-def choose_library(explicit: str | None, taskid: str | None, libraries: list[str]) -> str | None:
-    """Explicit library, else md5(taskid) % len(LTFSEE_LIB), else none (no `-l`)."""
-    if explicit is not None:
-        if libraries and explicit not in libraries:
-            raise ApiError(400, "Bad Request", "library is not one of the configured libraries")
-        if not _LIBRARY.match(explicit):
-            raise ApiError(400, "Bad Request", "library is not a valid library name")
-        return explicit
-    if libraries and taskid:
-        digest = hashlib.md5(taskid.encode(), usedforsecurity=False).hexdigest()
-        return libraries[int(digest, 16) % len(libraries)]
-    return None
+def check_library(explicit: str | None, libraries: list[str]) -> str | None:
+    """A library a client named: one of LTFSEE_LIB (when set) and a valid name."""
+    if explicit is None:
+        return None
+    if libraries and explicit not in libraries:
+        raise ApiError(400, "Bad Request", "library is not one of the configured libraries")
+    if not _LIBRARY.match(explicit):
+        raise ApiError(400, "Bad Request", "library is not a valid library name")
+    return explicit
 
 
 def require_file(path: str) -> os.stat_result | None:
@@ -84,8 +81,10 @@ def usable(st: Outcome | None) -> FileState:
     return st
 
 
-def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> str:
-    """`resident` or `archived` for one Globus poll; queues the file if it must be recalled."""
+def poll(svc: Services, path: str, taskid: str | None, explicit: str | None) -> str:
+    """`resident` or `archived` for one Globus poll; queues the file if it must be
+    recalled, from a library that holds a copy (`explicit`, a client's choice, if
+    it does)."""
     s = svc.settings
     ref = taskid or ""
     trigger = s.PREFETCH and bool(taskid)  # the prefetcher reads each task's requests
@@ -115,13 +114,33 @@ def poll(svc: Services, path: str, taskid: str | None, library: str | None) -> s
             if prefetched_unasked:  # prefetched long ago, asked for now
                 svc.store.note_requester(path, "globus", ref, trigger_prefetch=trigger)
             return "resident"
+        try:
+            where = place(
+                st.tapes,
+                s.LTFSEE_LIB,
+                explicit=explicit,
+                taskid=taskid,
+                busy=svc.store.busy_tapes,
+                load=svc.store.library_load,
+            )
+        except NoCopy as exc:
+            svc.store.fail(path, str(exc), "globus", ref, size=size)
+            raise ApiError(502, RECALL_FAILED, str(exc)) from None
+        if explicit and where.library != explicit and svc.notes.first(ref):
+            log.info(
+                "task %s asked for library %s, which holds no copy of %s; recalled from %s",
+                ref or "-",
+                explicit,
+                path,
+                where.library,
+            )
         svc.store.request(
             path,
-            library,
+            where.library,
             "globus",
             ref,
             size=size,
-            tape=st.tapes[0] if st.tapes else None,
+            tape=where.tape,
             trigger_prefetch=trigger,
         )
         return "archived"
@@ -149,7 +168,7 @@ def globus_recall():
     body = json_object()
     path = check_managed(body.get("path"), svc.settings.MANAGED_ROOTS, resolve=False)
     taskid = optional_str(body, "globus_taskid")
-    library = choose_library(optional_str(body, "library"), taskid, svc.settings.LTFSEE_LIB)
+    library = check_library(optional_str(body, "library"), svc.settings.LTFSEE_LIB)
     try:
         state = poll(svc, path, taskid, library)
     except ApiError as exc:

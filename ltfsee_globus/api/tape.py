@@ -21,7 +21,7 @@ from ..parse import FileState
 from ..paths import check_managed, normalise
 from ..store import FINAL
 from .common import json_object
-from .globus import choose_library, require_file
+from .globus import require_file
 
 bp = Blueprint("tape", __name__)
 wellknown = Blueprint("wellknown", __name__)
@@ -118,8 +118,7 @@ def stage():
             path, error = item["path"], exc.detail
         entries.setdefault(path, error)
     request_id = str(uuid.uuid4())
-    library = choose_library(None, request_id, svc.settings.LTFSEE_LIB)
-    svc.store.create_request(request_id, owner, library, list(entries.items()))
+    svc.store.create_request(request_id, owner, list(entries.items()))
     resp = jsonify(requestId=request_id)
     resp.status_code = 201
     resp.headers["Location"] = f"{request.host_url.rstrip('/')}{_root(svc)}/stage/{request_id}"

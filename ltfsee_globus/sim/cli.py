@@ -31,23 +31,16 @@ def _say(msg: str, stream=sys.stdout) -> None:
     print(f"{_stamp()} {msg}", file=stream, flush=True)
 
 
-def _tape_col(row) -> list[str]:
-    if row["tape"] is None or row["state"] == "R":
-        return ["-", "-", "-"]
-    return [f"{row['tape']}@{row['pool']}@{row['library']}", "-", "-"]
-
-
 def cmd_file_state(lib: Library, paths: list[str], short: bool) -> int:
     rc = 0
-    for path, row, exists in lib.file_states(paths):
+    for path, row, exists, copies in lib.file_states(paths):
         if not exists:
             _say(f"GLESL011E: File {path} does not exist.", sys.stderr)
             rc = 1
             continue
-        if row is None:  # a file never migrated
-            state, tapes = "R", ["-", "-", "-"]
-        else:
-            state, tapes = row["state"], _tape_col(row)
+        state = "R" if row is None else row["state"]  # a file never migrated is resident
+        tapes = ([] if state == "R" else copies) + ["-"] * 3
+        tapes = tapes[:3]
         replicas = sum(t != "-" for t in tapes)
         if short:
             print(f"{state}  {replicas}  {tapes[0]:<24} {tapes[1]:<24} {tapes[2]:<3} -- {path}")

@@ -72,6 +72,14 @@ CREATE TABLE work (
 CREATE INDEX work_waiting ON work (drive, arrival);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value REAL NOT NULL);
 """
+#: Copies beyond a file's first (files.tape): copy 2 and 3, as EE keeps them.
+COPIES = """
+CREATE TABLE IF NOT EXISTS copies (
+    path TEXT NOT NULL, copy INTEGER NOT NULL, tape TEXT NOT NULL, position INTEGER NOT NULL,
+    PRIMARY KEY (path, copy));
+"""
+#: EE keeps at most three copies of a file.
+MAX_COPIES = 3
 
 COUNTERS = ("tasks", "mounts", "unmounts", "locates", "bytes_read", "files_recalled", "failures")
 
@@ -97,6 +105,7 @@ class Library:
         self.conn = sqlite3.connect(db, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA busy_timeout = 60000")
+        self.conn.executescript(COPIES)  # libraries made before copies existed
         meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         self.origin = float(meta["origin"])
         self.time_scale = float(meta["time_scale"])
@@ -126,18 +135,30 @@ class Library:
         self.conn.execute("COMMIT")
 
     # -- queries ------------------------------------------------------------
-    def file_states(self, paths: Iterable[str]) -> list[tuple[str, sqlite3.Row | None, bool]]:
-        """(path, row or None, exists on disk) for each path, schedule advanced."""
+    def file_states(
+        self, paths: Iterable[str]
+    ) -> list[tuple[str, sqlite3.Row | None, bool, list[str]]]:
+        """(path, row or None, exists on disk, its copies as VOLSER@POOL@LIBRARY)
+        for each path, schedule advanced."""
         out = []
         with self.locked():
             for p in paths:
-                row = self.conn.execute(
-                    "SELECT f.*, t.pool, t.library FROM files f "
-                    "LEFT JOIN tapes t ON t.volser = f.tape WHERE f.path = ?",
-                    (p,),
-                ).fetchone()
-                out.append((p, row, os.path.isfile(p)))
+                row = self.conn.execute("SELECT * FROM files WHERE path = ?", (p,)).fetchone()
+                out.append((p, row, os.path.isfile(p), [t for t, _ in self._copies(p, row)]))
         return out
+
+    def _copies(self, path: str, row: sqlite3.Row | None) -> list[tuple[str, str]]:
+        """(VOLSER@POOL@LIBRARY, library) of each copy of a file, first copy first."""
+        if row is None or row["tape"] is None:
+            return []
+        rows = self.conn.execute(
+            "SELECT t.volser, t.pool, t.library FROM ("
+            "  SELECT 1 AS copy, ? AS tape UNION ALL"
+            "  SELECT copy, tape FROM copies WHERE path = ?"
+            ") c JOIN tapes t ON t.volser = c.tape ORDER BY c.copy",
+            (row["tape"], path),
+        )
+        return [(f"{v}@{pool}@{lib}", lib) for v, pool, lib in rows]
 
     def paths(self, state: str | None = None) -> list[str]:
         """The library's files, by path; only those in `state` (R, P, M) if given."""
@@ -209,12 +230,10 @@ class Library:
             if resident:
                 self.conn.execute("UPDATE files SET state = 'R' WHERE path = ?", (path,))
             return None, 1, "already premigrated"
-        tape_lib = self.conn.execute(
-            "SELECT library FROM tapes WHERE volser = ?", (row["tape"],)
-        ).fetchone()[0]
-        if library is not None and tape_lib != library:
-            return None, 0, f"GLESL013E: File {path} is not on a tape of library {library}."
-        return row["tape"], None, None
+        for tape, tape_lib in self._copies(path, row):
+            if library is None or tape_lib == library:
+                return tape.split("@", 1)[0], None, None
+        return None, 0, f"GLESL013E: File {path} is not on a tape of library {library}."
 
     def task_status(self, task_id: int) -> tuple[bool, float | None, list[sqlite3.Row]]:
         """(finished, next simulated time something happens to it, its files)."""
@@ -294,9 +313,10 @@ class Library:
             self._count("mounts", 1)
             drive["tape"], drive["head"] = work["tape"], 0
         files = self.conn.execute(
-            "SELECT tf.path, f.position, f.size, f.damaged FROM task_files tf "
-            "JOIN files f ON f.path = tf.path "
-            "WHERE tf.task_id = ? AND tf.tape = ? AND tf.done_at IS NULL ORDER BY f.position",
+            "SELECT tf.path, f.size, f.damaged, CASE WHEN tf.tape = f.tape THEN f.position "
+            "ELSE (SELECT c.position FROM copies c WHERE c.path = tf.path AND c.tape = tf.tape) "
+            "END AS position FROM task_files tf JOIN files f ON f.path = tf.path "
+            "WHERE tf.task_id = ? AND tf.tape = ? AND tf.done_at IS NULL ORDER BY position",
             (work["task_id"], work["tape"]),
         ).fetchall()
         for f in files:
@@ -437,6 +457,7 @@ class Layout:
     seed: int = 1
     subdir: str = "demo"
     groups: int = 1  # >1 nests the directories as <subdir>/setG/runD (one set per transfer)
+    copies: int = 1  # tapes holding each migrated file: other pools, other libraries if any
 
 
 def init_library(root: str | os.PathLike, layout: Layout, timing: Timing | None = None) -> Path:
@@ -445,11 +466,14 @@ def init_library(root: str | os.PathLike, layout: Layout, timing: Timing | None 
     if store_path(root).exists():
         raise SimError(f"{root} already holds a simulated library")
     timing = timing or Timing()
+    if not 1 <= layout.copies <= min(MAX_COPIES, layout.tapes):
+        raise SimError(f"copies must be 1 to {min(MAX_COPIES, layout.tapes)} (one per tape)")
     rng = random.Random(layout.seed)
     (root / SIM_SUBDIR).mkdir(parents=True, exist_ok=True)
     fs = root / FS_ROOT
     libs = ["ts4500"] if layout.libraries == 1 else [f"lib{i}" for i in range(layout.libraries)]
-    tapes = [(f"JD{i:04d}L9", f"POOL{i % 2}", libs[i % len(libs)]) for i in range(layout.tapes)]
+    pools = max(2, layout.copies)  # the copies of a file are in different pools
+    tapes = [(f"JD{i:04d}L9", f"POOL{i % pools}", libs[i % len(libs)]) for i in range(layout.tapes)]
 
     top = fs / layout.subdir
     if layout.groups > 1:
@@ -484,20 +508,27 @@ def init_library(root: str | os.PathLike, layout: Layout, timing: Timing | None 
         tape_of = {id(c): rng.choice(tapes)[0] for c in chunks}
     else:
         raise SimError(f"unknown placement {layout.placement!r}")
-    position: dict[int, tuple[str, int]] = {}
+    # Copy k of a chunk goes on the k-th tape after its first: another pool, and
+    # another library while there are libraries left.
+    index = {volser: n for n, (volser, _, _) in enumerate(tapes)}
+    placed: dict[str, list[tuple[list[int], int]]] = {volser: [] for volser, _, _ in tapes}
+    for c in chunks:
+        for k in range(layout.copies):
+            placed[tapes[(index[tape_of[id(c)]] + k) % len(tapes)][0]].append((c, k))
+    position: dict[tuple[int, int], tuple[str, int]] = {}
     for volser, _pool, _lib in tapes:
-        mine = [c for c in chunks if tape_of[id(c)] == volser]
+        mine = placed[volser]
         rng.shuffle(mine)
         slot = timing.tape_length // (len(mine) + 1) if mine else 0
-        for n, chunk in enumerate(mine):
+        for n, (chunk, k) in enumerate(mine):
             pos = slot * n + rng.randrange(max(slot // 2, 1))
             for i in chunk:
-                position[i] = (volser, pos)
+                position[(i, k)] = (volser, pos)
                 pos += files[i][1]
 
     conn = sqlite3.connect(store_path(root), isolation_level=None)
     with conn:
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + COPIES)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("PRAGMA journal_mode = WAL")
         meta = {
@@ -517,10 +548,18 @@ def init_library(root: str | os.PathLike, layout: Layout, timing: Timing | None 
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as fh:
                 fh.truncate(size)
-            tape, pos = position.get(i, (None, None))
+            tape, pos = position.get((i, 0), (None, None))
             rows.append((str(path), size, state.get(i, "M"), tape, pos))
         conn.executemany(
             "INSERT INTO files (path, size, state, tape, position) VALUES (?, ?, ?, ?, ?)", rows
+        )
+        conn.executemany(
+            "INSERT INTO copies (path, copy, tape, position) VALUES (?, ?, ?, ?)",
+            [
+                (str(files[i][0]), k + 1, volser, pos)
+                for (i, k), (volser, pos) in position.items()
+                if k > 0
+            ],
         )
     conn.close()
     return fs
