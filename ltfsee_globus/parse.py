@@ -1,4 +1,4 @@
-"""Pure parsers for what `eeadm` prints (see shared/eeadm/FORMATS.md).
+"""Pure parsers for what `eeadm` prints (docs/eeadm.md).
 
 Nothing here runs a command: each function takes text and returns data, so it
 can be tested on the captured samples. Anything not in a known form becomes an

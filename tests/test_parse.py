@@ -1,4 +1,4 @@
-"""The eeadm parsers on the samples of shared/eeadm/FORMATS.md and on garbage."""
+"""The eeadm parsers on the samples of docs/eeadm.md and on garbage."""
 
 import pytest
 

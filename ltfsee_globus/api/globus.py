@@ -1,4 +1,4 @@
-"""The v0.5 endpoints the deployed Globus stage apps call (PROTOCOLS.md section 1).
+"""The v0.5 endpoints the deployed Globus stage apps call (docs/globus.md).
 
 Same paths, header and bodies as the earlier implementation. A poll for a
 file that is queued or being recalled is answered from the store without

@@ -1,4 +1,4 @@
-"""WLCG Tape REST API v1 (PROTOCOLS.md section 2) on the same store and stager.
+"""WLCG Tape REST API v1 (docs/wlcg.md) on the same store and stager.
 
 A stage request is a set of files in the queue the Globus endpoint feeds, so a
 file wanted by both is recalled once. The stager's intake gives each request

@@ -6,7 +6,7 @@
     eeadm-sim node list
 
 The library directory comes from `EEADM_SIM_DIR`. Output and exit codes follow
-shared/eeadm/FORMATS.md; `recall` blocks until its task has finished.
+docs/eeadm.md; `recall` blocks until its task has finished.
 """
 
 from __future__ import annotations
