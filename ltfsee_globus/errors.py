@@ -9,6 +9,7 @@ from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
 from .eeadm import EeadmError
+from .paths import OutsideRoots, PathRefused
 from .store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,12 @@ def register_error_handlers(app: Flask) -> None:
         if exc.status == 401:  # RFC 9110: say how to authenticate
             resp.headers["WWW-Authenticate"] = 'Bearer realm="ltfsee-globus"'
         return resp
+
+    @app.errorhandler(PathRefused)
+    def _path_refused(exc: PathRefused) -> Response:
+        if isinstance(exc, OutsideRoots):
+            return problem(403, "Forbidden", str(exc))
+        return problem(400, "Bad Request", str(exc))
 
     @app.errorhandler(StoreUnavailable)
     def _store_unavailable(exc: StoreUnavailable) -> Response:

@@ -1,4 +1,8 @@
-"""Checking client-supplied paths before anything touches them."""
+"""Checking client-supplied paths before anything touches them.
+
+Refusals are domain errors (PathRefused, OutsideRoots); the API maps them to
+400 and 403, the WLCG intake to a failed file, prefetch to a skipped name.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,17 @@ import os
 import unicodedata
 from collections.abc import Sequence
 
-from .errors import ApiError
+
+class PathRefused(ValueError):
+    """A path that may not reach the file system or eeadm; says why (HTTP 400)."""
+
+
+class OutsideRoots(PathRefused):
+    """A path outside the managed file systems (HTTP 403, saying nothing more)."""
+
+    def __init__(self) -> None:
+        super().__init__("path is outside the managed file systems")
+
 
 MAX_PATH = 4096
 _GLOB = frozenset("*?[]")
@@ -17,7 +31,7 @@ _BREAKS = frozenset({"Cc", "Zl", "Zp"})
 
 
 def normalise(raw: object) -> str:
-    """An absolute, normalised path, or ApiError 400 saying what is wrong.
+    """An absolute, normalised path, or PathRefused saying what is wrong.
 
     Refuses what could reach `eeadm` as anything but one file name: relative
     paths, `..`, names that are not valid UTF-8, control characters and line
@@ -25,24 +39,24 @@ def normalise(raw: object) -> str:
     characters and components starting with `-`.
     """
     if not isinstance(raw, str) or not raw:
-        raise ApiError(400, "Bad Request", "path must be a non-empty string")
+        raise PathRefused("path must be a non-empty string")
     if len(raw) > MAX_PATH:
-        raise ApiError(400, "Bad Request", f"path is longer than {MAX_PATH} characters")
+        raise PathRefused(f"path is longer than {MAX_PATH} characters")
     try:
         raw.encode("utf-8")  # file names found by a walk may hold undecodable bytes
     except UnicodeEncodeError:
-        raise ApiError(400, "Bad Request", "path is not valid UTF-8") from None
+        raise PathRefused("path is not valid UTF-8") from None
     if any(unicodedata.category(c) in _BREAKS for c in raw):
-        raise ApiError(400, "Bad Request", "path contains a control character or line break")
+        raise PathRefused("path contains a control character or line break")
     if not raw.startswith("/"):
-        raise ApiError(400, "Bad Request", "path must be absolute")
+        raise PathRefused("path must be absolute")
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ApiError(400, "Bad Request", "path must not contain '..'")
+        raise PathRefused("path must not contain '..'")
     if any(c in _GLOB for c in raw):
-        raise ApiError(400, "Bad Request", "path must not contain glob characters (*?[])")
+        raise PathRefused("path must not contain glob characters (*?[])")
     if any(p.startswith("-") for p in parts):
-        raise ApiError(400, "Bad Request", "path components must not start with '-'")
+        raise PathRefused("path components must not start with '-'")
     return "/" + "/".join(parts)
 
 
@@ -61,7 +75,7 @@ def check_managed(raw: object, roots: Sequence[str], *, resolve: bool = True) ->
     whether the file exists."""
     path = normalise(raw)
     if under(path, roots) is None:
-        raise ApiError(403, "Forbidden", "path is outside the managed file systems")
+        raise OutsideRoots
     if resolve:
         check_resolved(path, roots)
     return path
@@ -79,7 +93,7 @@ def check_resolved(path: str, roots: Sequence[str]) -> None:
     already holds was checked when it was queued.
     """
     if under(os.path.realpath(path), _real_roots(tuple(roots))) is None:
-        raise ApiError(403, "Forbidden", "path is outside the managed file systems")
+        raise OutsideRoots
 
 
 def is_clean_name(name: str) -> bool:
@@ -87,5 +101,5 @@ def is_clean_name(name: str) -> bool:
     (see normalise): for names found by walking the file system."""
     try:
         return name not in ("", ".", "..") and normalise("/" + name) == "/" + name
-    except ApiError:
+    except PathRefused:
         return False

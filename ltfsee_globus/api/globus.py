@@ -22,7 +22,7 @@ from ..eeadm import EeadmError
 from ..errors import ApiError
 from ..lookup import Outcome
 from ..parse import FileState
-from ..paths import check_managed, check_resolved
+from ..paths import PathRefused, check_managed, check_resolved
 from ..placement import NoCopy, place
 from ..store import ACTIVE, DONE, FAILED, StoreUnavailable
 from .common import json_object, optional_str
@@ -173,6 +173,9 @@ def globus_recall():
         state = poll(svc, path, taskid, library)
     except ApiError as exc:
         svc.metrics.polls.labels("failed" if exc.title == RECALL_FAILED else "error").inc()
+        raise
+    except PathRefused:
+        svc.metrics.polls.labels("error").inc()
         raise
     svc.metrics.polls.labels(state).inc()
     return jsonify(state=state), 201

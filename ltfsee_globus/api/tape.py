@@ -18,7 +18,7 @@ from ..auth import authenticate
 from ..eeadm import EeadmError
 from ..errors import ApiError
 from ..parse import FileState
-from ..paths import check_managed, normalise
+from ..paths import PathRefused, check_managed, normalise
 from ..store import FINAL
 from .common import json_object
 from .globus import require_file
@@ -70,7 +70,7 @@ def _same_path(raw: str) -> str:
     """A path as requests store it: normalised when it can be, else as given."""
     try:
         return normalise(raw)
-    except ApiError:
+    except PathRefused:
         return raw
 
 
@@ -114,8 +114,8 @@ def stage():
             raise ApiError(400, "Bad Request", "each file must be an object with a string path")
         try:
             path, error = check_managed(item["path"], svc.settings.MANAGED_ROOTS), None
-        except ApiError as exc:
-            path, error = item["path"], exc.detail
+        except PathRefused as exc:
+            path, error = item["path"], str(exc)
         entries.setdefault(path, error)
     request_id = str(uuid.uuid4())
     svc.store.create_request(request_id, owner, list(entries.items()))
@@ -184,8 +184,8 @@ def archiveinfo():
     for p in raw:
         try:
             path = check_managed(p, svc.settings.MANAGED_ROOTS)
-        except ApiError as exc:
-            answers.append({"path": p, "error": exc.detail or exc.title})
+        except PathRefused as exc:
+            answers.append({"path": p, "error": str(exc)})
             continue
         try:
             require_file(path)
