@@ -60,7 +60,9 @@ def on_starting(server):
 
 def post_worker_init(worker):
     """Apply LOGLEVEL and ACCESS_LOG, start the embedded stager in this worker."""
-    svc = worker.wsgi.extensions["ltfsee"]
+    from ltfsee_globus.api.context import services
+
+    svc = services(worker.wsgi)
     logging.getLogger("ltfsee_globus").setLevel(svc.settings.LOGLEVEL.upper())
     logging.getLogger("gunicorn.access").disabled = not _s.ACCESS_LOG
     if svc.settings.STAGER == "embedded":

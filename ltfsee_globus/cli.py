@@ -263,17 +263,17 @@ def cmd_stager(_args: argparse.Namespace) -> int:
     """The stager as its own process; its eeadm counters join the web tier's."""
     _logging()
     settings = load_settings()
-    share_metrics(settings)  # before app (and prometheus-client) is imported
-    from .app import create_app
+    share_metrics(settings)  # before prometheus-client is imported (by .services)
     from .metrics import multiproc_dir, prepare_multiproc_dir
+    from .services import build_core
     from .stager import Stager
 
     prepare_multiproc_dir(multiproc_dir())
-    svc = create_app().extensions["ltfsee"]
+    core = build_core(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Stager(svc.settings, svc.store, svc.eeadm).run(stop)
+    Stager(core.settings, core.store, core.eeadm, core.clock).run(stop)
     return EXIT_OK
 
 

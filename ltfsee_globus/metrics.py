@@ -19,11 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -115,23 +113,11 @@ class Metrics:
         self.eeadm_calls.labels(subcommand, outcome).inc()
         self.eeadm_seconds.labels(subcommand).observe(seconds)
 
-    def init_app(self, app: Flask) -> None:
-        """Time and count every request the app answers."""
-
-        @app.before_request
-        def _start() -> None:
-            g.ltfsee_started = time.perf_counter()
-
-        @app.after_request
-        def _count(resp: Response) -> Response:
-            started = g.get("ltfsee_started")
-            route = request.url_rule.rule if request.url_rule else "unmatched"
-            self.http_requests.labels(route, request.method, str(resp.status_code)).inc()
-            if started is not None:
-                self.http_seconds.labels(route, request.method).observe(
-                    time.perf_counter() - started
-                )
-            return resp
+    def http_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
+        """Count one answered request (and its duration, when it was timed)."""
+        self.http_requests.labels(route, method, str(status)).inc()
+        if seconds is not None:
+            self.http_seconds.labels(route, method).observe(seconds)
 
     def exposition(self, store_metrics: Collect) -> tuple[bytes, str]:
         """The text /metrics answers: every process's counters, then the store's."""

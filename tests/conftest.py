@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from ltfsee_globus import create_app, devserver
+from ltfsee_globus.api.context import services
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library, store_path
 
 KEY = "test-key-0123456789"
@@ -160,8 +161,8 @@ def make_app(base_config: dict):
 
     yield make
     for app in apps:
-        app.extensions["ltfsee"].stop_stager()
-        app.extensions["ltfsee"].store.close()
+        services(app).stop_stager()
+        services(app).store.close()
 
 
 @pytest.fixture

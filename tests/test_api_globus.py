@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from ltfsee_globus.api.context import services
+
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 STATE = "/api/v0.5/file_state/file_state"
 
@@ -50,7 +52,7 @@ def test_in_flight_polls_run_no_eeadm_and_queue_once(app, client, sim, headers):
         resp = post(client, {"path": path, "globus_taskid": "t2"}, headers)
         assert resp.get_json() == {"state": "archived"}
     assert len(sim.invocations()) == calls  # answered from the store
-    store = app.extensions["ltfsee"].store
+    store = services(app).store
     assert store.lookup(path)["status"] == "queued"
     assert store.counts()["files"]["queued"] == 1
     assert sorted(store.task_paths("t2")) == [path]
@@ -63,7 +65,7 @@ def test_stager_recalls_then_poll_says_resident(make_app, sim, headers, wait_for
     assert post(client, {"path": path, "globus_taskid": "t"}, headers).get_json()["state"] == (
         "archived"
     )
-    app.extensions["ltfsee"].start_stager()
+    services(app).start_stager()
     wait_for(
         lambda: post(client, {"path": path}, headers).get_json() == {"state": "resident"},
         what="file on disk",
@@ -76,7 +78,7 @@ def test_chosen_library_reaches_eeadm_recall(make_app, sim, headers, wait_for):
     app = make_app(LTFSEE_LIB=["ts4500"], PREFETCH=False)
     path = sim.files("M")[0]
     post(app.test_client(), {"path": path, "globus_taskid": "task-9"}, headers)
-    app.extensions["ltfsee"].start_stager()
+    services(app).start_stager()
     [call] = wait_for(lambda: sim.invocations("recall"), what="a recall")
     assert call.split()[-2:] == ["-l", "ts4500"]
 
@@ -147,7 +149,7 @@ def test_paths_are_normalised(client, sim, headers, app):
     path = sim.files("M")[0]
     messy = path.replace("/demo/", "//demo/./")
     assert post(client, {"path": messy}, headers).get_json() == {"state": "archived"}
-    assert app.extensions["ltfsee"].store.lookup(path)["status"] == "queued"
+    assert services(app).store.lookup(path)["status"] == "queued"
 
 
 def test_wrong_method_and_unknown_route_are_json(client, headers):
@@ -172,7 +174,7 @@ def test_eeadm_trouble_maps_to_gateway_statuses(
     path = sim.files("M")[0]
     body = assert_problem(post(app.test_client(), {"path": path}, headers), status)
     assert body["detail"]
-    assert app.extensions["ltfsee"].store.lookup(path) is None  # nothing half-queued
+    assert services(app).store.lookup(path) is None  # nothing half-queued
 
 
 def test_eeadm_missing_at_run_time_is_503(make_app, sim, fake_eeadm, headers):
@@ -192,7 +194,7 @@ def test_failed_recall_is_reported_not_left_archived(make_app, sim, headers, wai
     app = make_app(RECALL_MAX_ATTEMPTS=2, PREFETCH=False)
     client = app.test_client()
     post(client, {"path": path, "globus_taskid": "t"}, headers)
-    app.extensions["ltfsee"].start_stager()
+    services(app).start_stager()
     resp = wait_for(
         lambda: (r := post(client, {"path": path}, headers)).status_code != 201 and r,
         what="failure",

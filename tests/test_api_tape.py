@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from ltfsee_globus.api.context import services
 from ltfsee_globus.stager import Stager
 
 API = "/api/v1"
@@ -20,7 +21,7 @@ def call(client, method, url, headers, body=None):
 def tape(make_app):
     """(test client, a stager to step by hand, services)."""
     app = make_app(PREFETCH=False)
-    svc = app.extensions["ltfsee"]
+    svc = services(app)
     return app.test_client(), Stager(svc.settings, svc.store, svc.eeadm), svc
 
 

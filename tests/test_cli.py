@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from ltfsee_globus.api.context import services
 from ltfsee_globus.store import DONE, FAILED, QUEUED, Update
 
 
@@ -13,7 +14,7 @@ from ltfsee_globus.store import DONE, FAILED, QUEUED, Update
 def site(make_app, sim, base_config, tmp_path):
     """A store with queued, done and failed files (service down), and run(*args)."""
     app = make_app(PREFETCH=False)
-    store = app.extensions["ltfsee"].store
+    store = services(app).store
     m = sim.files("M")
     for path in m[:4]:
         store.request(path, None, "globus", "task-a", size=100, tape="T00001L8@pool1@lib1")

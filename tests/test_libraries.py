@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from ltfsee_globus.api.context import services
 from ltfsee_globus.devserver import eeadm_wrapper
 from ltfsee_globus.placement import NoCopy, Placement, place, task_rank
 from ltfsee_globus.store import STORE_FILE, Store
@@ -217,9 +218,9 @@ def test_a_library_that_fails_sends_its_files_to_their_copies_elsewhere(
             headers=headers,
         )
         assert r.get_json() == {"state": "archived"}
-    store = app.extensions["ltfsee"].store
+    store = services(app).store
     assert {f["library"] for f in store.files(limit=50)} == {"lib0"}  # asked for, and held
-    app.extensions["ltfsee"].start_stager()
+    services(app).start_stager()
     wait_for(lambda: all(sim.state_of(p) == "P" for p in files), timeout=60, what="all on disk")
     totals = store.counts()["totals"]
     assert totals["retried"] == 20 and totals["failed"] == 0
@@ -248,7 +249,7 @@ def test_an_explicit_library_without_a_copy_is_overridden_and_said_once(
             headers=headers,
         )
         assert r.get_json() == {"state": "archived"}
-    store = app.extensions["ltfsee"].store
+    store = services(app).store
     assert {store.lookup(p)["library"] for p in on_lib1} == {"lib1"}
     notes = [r for r in caplog.records if "holds no copy" in r.getMessage()]
     assert len(notes) == 1 and "task t9 asked for library lib0" in notes[0].getMessage()

@@ -5,6 +5,7 @@ import logging
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ltfsee_globus import devserver
+from ltfsee_globus.api.context import services
 
 
 def test_readyz_follows_the_stager_and_eeadm_within_one_check(make_app, sim, tmp_path, wait_for):
@@ -25,7 +26,7 @@ def test_readyz_follows_the_stager_and_eeadm_within_one_check(make_app, sim, tmp
         "stager": "no stager holds STATE_DIR/stager.lock",
         "eeadm": "ok",
     }
-    app.extensions["ltfsee"].start_stager()
+    services(app).start_stager()
     ready = wait_for(lambda: (r := client.get("/readyz")).status_code == 200 and r, what="ready")
     assert ready.get_json() == {
         "status": "ready",

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from ltfsee_globus.api.context import services
 from ltfsee_globus.sim.library import Library
 from ltfsee_globus.store import FAILED, STORE_FILE, Store, Update
 
@@ -178,7 +179,7 @@ def test_login_refusals_show_the_form_again(client, form, status, says, caplog):
 
 
 def test_the_page_escapes_what_it_shows(app, client, headers):
-    store = app.extensions["ltfsee"].store
+    store = services(app).store
     path = "/gpfs/<script>alert(1)</script>"
     store.request(path, None, "globus", "t")
     batch_id, _ = store.claim("", 10)

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from ltfsee_globus.api.context import services
 from ltfsee_globus.prefetch import WINDOW, Outlook, Prefetcher, Tree, assess, walk_key
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
@@ -196,7 +197,7 @@ def prefetched(store, status=None):
 
 
 def test_a_walk_through_a_tree_queues_its_rest(pf_app, big):
-    svc = pf_app().extensions["ltfsee"]
+    svc = services(pf_app())
     files = sorted(big.files("M"), key=walk_key)
     ask(svc, big, files[:WINDOW])
     n = Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers()
@@ -211,14 +212,14 @@ def test_a_walk_through_a_tree_queues_its_rest(pf_app, big):
 
 
 def test_scattered_picks_prefetch_nothing(pf_app, big):
-    svc = pf_app().extensions["ltfsee"]
+    svc = services(pf_app())
     ask(svc, big, random.Random(1).sample(big.files("M"), WINDOW + 10))
     assert Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers() == 0
     assert big.invocations("file state") == [], "a selection needs no eeadm call"
 
 
 def test_a_miss_drops_the_queued_guesses_and_counts_them(pf_app, big):
-    svc = pf_app().extensions["ltfsee"]
+    svc = services(pf_app())
     files = sorted(big.files("M"), key=walk_key)
     pf = Prefetcher(svc.settings, svc.store, svc.eeadm)
     ask(svc, big, files[:WINDOW])
@@ -242,7 +243,7 @@ def test_a_miss_drops_the_queued_guesses_and_counts_them(pf_app, big):
     [({"PREFETCH_MAX_FILES": 5}, 5), ({"PREFETCH_MAX_BYTES": 1}, 0)],
 )
 def test_budget_bounds_unconfirmed_guesses(pf_app, big, budget, expected):
-    svc = pf_app(**budget).extensions["ltfsee"]
+    svc = services(pf_app(**budget))
     files = sorted(big.files("M"), key=walk_key)
     pf = Prefetcher(svc.settings, svc.store, svc.eeadm)
     ask(svc, big, files[:WINDOW])
@@ -255,7 +256,7 @@ def test_budget_bounds_unconfirmed_guesses(pf_app, big, budget, expected):
 
 
 def test_prefetch_can_be_turned_off_per_root(pf_app, big):
-    svc = pf_app(PREFETCH_EXCLUDE=[str(big.fs / "demo")]).extensions["ltfsee"]
+    svc = services(pf_app(PREFETCH_EXCLUDE=[str(big.fs / "demo")]))
     ask(svc, big, sorted(big.files("M"), key=walk_key)[:WINDOW])
     assert Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers() == 0
 
@@ -264,7 +265,7 @@ def test_polls_feed_the_prefetcher_and_hits_are_counted(pf_app, big, headers):
     """End to end through the Globus endpoint: a window of polls, the guesses,
     then a poll of a guess is answered from the store and counted as a hit."""
     app = pf_app()
-    svc = app.extensions["ltfsee"]
+    svc = services(app)
     client = app.test_client()
     files = sorted(big.files("M"), key=walk_key)
 
@@ -297,7 +298,7 @@ def test_polls_feed_the_prefetcher_and_hits_are_counted(pf_app, big, headers):
 
 def test_prefetch_off_queues_only_what_was_asked(pf_app, big, headers):
     app = pf_app(PREFETCH=False)
-    svc = app.extensions["ltfsee"]
+    svc = services(app)
     resp = app.test_client().post(
         RECALL,
         data=json.dumps({"path": big.files("M")[0], "globus_taskid": "t1"}),
@@ -314,7 +315,7 @@ HOSTILE_NAMES = [b"-rf", b"a*b", b"q?", b"[x]", b"tab\tx", b"nl\nx", b"del\x7fx"
 def test_prefetch_never_hands_eeadm_a_name_the_api_refuses(pf_app, big):
     """Names found by walking the tree meet the API's path rules before they
     reach the store or `eeadm` (a newline would split eeadm's output)."""
-    svc = pf_app().extensions["ltfsee"]
+    svc = services(pf_app())
     files = sorted(big.files("M"), key=walk_key)
     directory = os.fsencode(posixpath.dirname(files[0]))
     for name in HOSTILE_NAMES:

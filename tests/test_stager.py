@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from ltfsee_globus.api.context import services
 from ltfsee_globus.sim.library import Library
 from ltfsee_globus.stager import Stager, StagerLock
 from ltfsee_globus.store import DONE, FAILED, QUEUED
@@ -16,7 +17,7 @@ def staged(make_app, clock):
 
     def make(**overrides):
         app = make_app(CLOCK=clock, PREFETCH=False, **overrides)
-        svc = app.extensions["ltfsee"]
+        svc = services(app)
         return svc, Stager(svc.settings, svc.store, svc.eeadm, clock)
 
     return make

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from ltfsee_globus.api.context import services
 from ltfsee_globus.stager import Stager
 from ltfsee_globus.store import DONE, FAILED, QUEUED, Store, Update
 
@@ -25,7 +26,7 @@ def test_a_full_state_dir_refuses_new_work_loses_nothing_and_recovers(make_app, 
     test client's requests run on it)."""
     sim = make_sim("many", files=200, dirs=4, tapes=2, premigrated=0, resident=0)
     app = make_app(EEADM_COMMAND=sim.command, MANAGED_ROOTS=[str(sim.fs)], PREFETCH=False)
-    store = app.extensions["ltfsee"].store
+    store = services(app).store
     client = app.test_client()
     conn = store.conn()
     conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
@@ -53,7 +54,7 @@ def test_a_batch_whose_result_was_not_recorded_is_verified_again(make_app, sim):
     """A running batch with no thread (its result hit a full disk, or its file list
     could not be written) goes back through verification on the next pass."""
     app = make_app(PREFETCH=False, RECALL_RETRY_DELAY=3600)
-    svc = app.extensions["ltfsee"]
+    svc = services(app)
     path = sim.files("M")[0]
     svc.store.request(path, None, "globus", "t1")
     batch_id, paths = svc.store.claim("", 10)
@@ -130,7 +131,7 @@ def test_tallies_match_the_tables_and_prefetch_totals_survive_pruning(store, clo
 
 def test_the_stager_prunes_with_the_retention_setting(make_app, clock):
     app = make_app(PREFETCH=False, CLOCK=clock, RETENTION_DAYS=1)
-    svc = app.extensions["ltfsee"]
+    svc = services(app)
     finished(svc.store, clock, 3)
     stager = Stager(svc.settings, svc.store, svc.eeadm, clock)
     assert stager.prune(clock()) == 0  # not a day old yet

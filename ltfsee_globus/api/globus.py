@@ -16,7 +16,6 @@ import stat
 
 from flask import Blueprint, jsonify, request
 
-from ..app import Services, services
 from ..auth import authenticate
 from ..eeadm import EeadmError
 from ..errors import ApiError
@@ -26,6 +25,7 @@ from ..paths import PathRefused, check_managed, check_resolved
 from ..placement import NoCopy, place
 from ..store import ACTIVE, DONE, FAILED, StoreUnavailable
 from .common import json_object, optional_str
+from .context import Services, services
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from ..app import services
 from ..auth import SESSION_COOKIE
 from ..config import Settings
+from .context import services
 
 bp = Blueprint("openapi", __name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..app import Services, services
 from ..auth import authenticate
 from ..errors import problem
 from ..health import readiness, stager_running
 from ..metrics import store_metrics
+from .context import Services, services
 
 bp = Blueprint("ops", __name__)
 

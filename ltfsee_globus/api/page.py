@@ -11,7 +11,6 @@ import time
 
 from flask import Blueprint, Response, make_response, redirect, render_template, request
 
-from ..app import services
 from ..auth import (
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -21,6 +20,7 @@ from ..auth import (
     session_token,
 )
 from ..health import human_age, status_report
+from .context import services
 
 bp = Blueprint("page", __name__, template_folder="../templates")
 bp.add_app_template_filter(human_age, "age")

@@ -13,7 +13,6 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..app import Services, services
 from ..auth import authenticate
 from ..eeadm import EeadmError
 from ..errors import ApiError
@@ -21,6 +20,7 @@ from ..parse import FileState
 from ..paths import PathRefused, check_managed, normalise
 from ..store import FINAL
 from .common import json_object
+from .context import Services, services
 from .globus import require_file
 
 bp = Blueprint("tape", __name__)

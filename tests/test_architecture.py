@@ -1,0 +1,97 @@
+"""The shape of the package: layers that do not import Flask, no import cycles."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "ltfsee_globus"
+
+#: Everything below the web API: the stager process and the CLI run on these.
+CORE = [
+    "config",
+    "eeadm",
+    "parse",
+    "paths",
+    "placement",
+    "store",
+    "prefetch",
+    "stager",
+    "metrics",
+    "services",
+    "health",
+    "cli",
+    "sim.library",
+    "sim.cli",
+]
+
+
+def test_the_core_imports_without_flask():
+    code = (
+        "import sys\n"
+        "for name in ('flask', 'flask_caching', 'werkzeug'):\n"
+        "    sys.modules[name] = None  # importing it now raises ImportError\n"
+        f"for name in {CORE!r}:\n"
+        "    __import__('ltfsee_globus.' + name)\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout == "ok\n", res.stderr
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Modules of the package that `path` imports, at module level or in a function."""
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            candidates = [target] + [f"{target}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [a.name for a in node.names]
+        else:
+            continue
+        found |= {
+            c
+            for c in candidates
+            if (PACKAGE.parent / c.replace(".", "/")).with_suffix(".py").exists()
+        }
+    return found - {me}
+
+
+def test_no_import_cycles():
+    graph = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+    state: dict[str, str] = {}
+    cycles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append([*trail[trail.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    # the walk sees relative imports at every depth
+    assert "ltfsee_globus.paths" in graph["ltfsee_globus.api.globus"]
+    assert "ltfsee_globus.api.context" in graph["ltfsee_globus.app"]
+    assert "ltfsee_globus.app" in graph["ltfsee_globus"]
+    assert cycles == []
