@@ -6,9 +6,7 @@ No Flask here: the CLI runs these with the service down.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
-import os
 import subprocess
 from pathlib import Path
 
@@ -26,17 +24,7 @@ EEADM_CHECK_TIMEOUT = 10.0
 
 def stager_running(state_dir: Path) -> bool:
     """True when some process holds the stager lock of `state_dir`."""
-    try:
-        fd = os.open(StagerLock(state_dir).path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return StagerLock(state_dir).is_held()
 
 
 def human_age(seconds: float | None) -> str:

@@ -65,6 +65,20 @@ class StagerLock:
             os.close(self._fd)
             self._fd = None
 
+    def is_held(self) -> bool:
+        """True when some process holds the lock (asked without taking it)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
 
 def _process_alive(pid: int, marker: str) -> bool:
     """True if `pid` runs and its command line mentions `marker` (not a reused pid)."""
