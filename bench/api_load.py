@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import requests
+from harness import devserver
 
-from ltfsee_globus import devserver
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from harness import devserver
 
-from ltfsee_globus import devserver
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
 from ltfsee_globus.store import DONE, STORE_FILE, Store, Update
 

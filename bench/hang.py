@@ -32,8 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from harness import devserver
 
-from ltfsee_globus import devserver
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"

@@ -52,8 +52,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import requests
+from harness import devserver
 
-from ltfsee_globus import devserver
 from ltfsee_globus.config import Settings
 from ltfsee_globus.prefetch import walk_key
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library

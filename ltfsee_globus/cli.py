@@ -341,19 +341,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     host, _, port = args.bind.rpartition(":")
     scheme = "https" if os.environ.get("CERTFILE") else "http"
     url = f"{scheme}://{host if host not in ('0.0.0.0', '') else 'localhost'}:{port}"  # noqa: S104
-    client = Path(__file__).resolve().parent.parent / "clients" / "simple_client.py"
+    body = json.dumps({"path": migrated[0], "globus_taskid": "demo"})
     print(
-        f"\nltfsee-globus demo\n  URL:      {url}\n  AUTH_KEY: {key}\n"
+        f"\nltfsee-globus demo\n  URL:      {url}  (status page: log in with the key)\n"
+        f"  AUTH_KEY: {key}\n"
         f"  library:  {sim} (simulated eeadm, time x{Layout().time_scale:g})\n"
-        f"  try:      LTFSEE_URL={url} AUTH_KEY={key} GLOBUS_STAGE_TASKID=demo "
-        f"GLOBUS_STAGE_PATH={migrated[0]} {sys.executable} {client}\n"
-        f"            (archived at first; run it again after a few seconds: resident)\n",
+        f"  try:      curl -s -H 'X-API-KEY: {key}' -d '{body}' "
+        f"{url}/api/v0.5/globus_recall/globus_recall\n",
         flush=True,
     )
-    conf = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
-    argv = [gunicorn, "-c", str(conf), "ltfsee_globus:create_app()"]
+    client = _source_checkout() / "clients" / "simple_client.py"
+    if client.is_file():
+        print(
+            f"  or the stage app: LTFSEE_URL={url} AUTH_KEY={key} GLOBUS_STAGE_TASKID=demo "
+            f"GLOBUS_STAGE_PATH={migrated[0]} {sys.executable} {client}\n",
+            flush=True,
+        )
+    print("  (archived at first; ask again after a few seconds: resident)\n", flush=True)
+    argv = [gunicorn, "-c", "python:ltfsee_globus.gunicorn_conf", "ltfsee_globus:create_app()"]
     os.execv(gunicorn, argv)  # noqa: S606 - replaces this process, no shell
     return EXIT_FAIL  # pragma: no cover - execv does not return
+
+
+def _source_checkout() -> Path:
+    """The repository this package runs from, when it is a source checkout
+    (the stage apps in clients/ are not part of the wheel)."""
+    return Path(__file__).resolve().parent.parent
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,7 +74,7 @@ class Settings:
     PREFETCH_SCAN_LIMIT: int = 20000
     PREFETCH_WIDEN: int = 1
     PREFETCH_EXCLUDE: list[str] = field(default_factory=list)
-    # gunicorn's, read by gunicorn.conf.py
+    # gunicorn's, read by gunicorn_conf.py
     BIND: str = "0.0.0.0:5000"
     WORKERS: int = 2
     THREADS: int = 8

@@ -7,7 +7,7 @@ Two sources, one exposition at /metrics:
   workers, a separate stager) each writes its own files under
   PROMETHEUS_MULTIPROC_DIR and /metrics sums them (the library's multiprocess
   mode). The variable must be set before prometheus-client is imported:
-  gunicorn.conf.py and `ltfsee-globus stager` set it (config.share_metrics).
+  gunicorn_conf.py and `ltfsee-globus stager` set it (config.share_metrics).
 - Store counters and gauges (files queued, recalled, failed, bytes recalled,
   batches by outcome, queue per library, prefetch precision) are read from the
   shared store at scrape time, so they are exact whichever process did the work

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from ltfsee_globus import create_app, devserver
+from ltfsee_globus import create_app
 from ltfsee_globus.api.context import services
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library, store_path
+from support import devserver
 
 KEY = "test-key-0123456789"
 HEADERS = {"X-API-KEY": KEY}

@@ -6,9 +6,9 @@ import pytest
 import requests
 
 from ltfsee_globus.api.context import services
-from ltfsee_globus.devserver import eeadm_wrapper
 from ltfsee_globus.placement import NoCopy, Placement, place, task_rank
 from ltfsee_globus.store import STORE_FILE, Store
+from support.devserver import eeadm_wrapper
 
 A0 = "JD0000L9@POOL0@lib0"
 A2 = "JD0002L9@POOL0@lib0"

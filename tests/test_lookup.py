@@ -8,10 +8,10 @@ import pytest
 import requests
 from flask_caching.backends import SimpleCache
 
-from ltfsee_globus import devserver
 from ltfsee_globus.eeadm import Eeadm, EeadmError
 from ltfsee_globus.lookup import LookupBusy, StateLookup
 from ltfsee_globus.parse import FileState
+from support import devserver
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 

@@ -4,8 +4,8 @@ import logging
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ltfsee_globus import devserver
 from ltfsee_globus.api.context import services
+from support import devserver
 
 
 def test_readyz_follows_the_stager_and_eeadm_within_one_check(make_app, sim, tmp_path, wait_for):

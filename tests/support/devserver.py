@@ -1,7 +1,9 @@
 """Run the service as deployed (gunicorn with this repository's config) for tests
 and benchmarks, and a logging `eeadm` wrapper over a simulated library.
 
-Not for production: it binds to loopback on a free port.
+Test and benchmark harness, not part of the package: it binds to loopback on
+a free port. The tests import it as `support.devserver` (pytest puts tests/
+on the path); bench/ scripts put tests/ on their path.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -101,7 +103,7 @@ def start(env: Mapping[str, str], log: Path, *, timeout: float = 30, root: Path 
 def kill_recalls(state_dir: Path) -> None:
     """Kill the `eeadm recall` processes of batches still running in a store
     (they run in their own session, so stopping gunicorn leaves them)."""
-    from .store import STORE_FILE, Store
+    from ltfsee_globus.store import STORE_FILE, Store
 
     store = Store(state_dir / STORE_FILE)
     try:

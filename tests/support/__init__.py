@@ -1,0 +1,1 @@
+"""Harness shared by the tests and the benchmarks (not shipped in the package)."""
