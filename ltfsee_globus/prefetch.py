@@ -255,7 +255,7 @@ class Prefetcher:
             triggers = self.store.take_prefetch_triggers()
             if not triggers:
                 break
-            for taskid in dict.fromkeys(t["taskid"] for t in triggers):
+            for taskid in triggers:
                 try:
                     queued += self.plan(taskid)
                 except EeadmError as exc:

@@ -162,13 +162,13 @@ class Stager:
         # polls whose file states are being looked up will queue more files soon
         busy = self.store.lookups_running(s.EEADM_TIMEOUT)
         for row in self.store.queued_by_library():
-            newest = now if busy else row["newest"]
-            ready, due_at = row["n"], self.due_at(row["oldest"], newest)
+            newest = now if busy else row.newest
+            ready, due_at = row.n, self.due_at(row.oldest, newest)
             while (ready >= s.BATCH_MAX_FILES or due_at <= now) and self._free_slots() > 0:
-                claimed = self.store.claim(row["library"], s.BATCH_MAX_FILES)
+                claimed = self.store.claim(row.library, s.BATCH_MAX_FILES)
                 if claimed is None:
                     break
-                self.start_batch(*claimed, library=row["library"])
+                self.start_batch(*claimed, library=row.library)
                 ready -= len(claimed[1])
             if ready:
                 next_due = min(next_due, due_at - now)
@@ -273,14 +273,14 @@ class Stager:
         rows = self.store.unchecked_request_files(self.settings.LOOKUP_MAX_FILES)
         if not rows:
             return
-        present = [r["path"] for r in rows if os.path.isfile(r["path"])]
+        present = [path for _, path in rows if os.path.isfile(path)]
         try:
             states = self.eeadm.file_state(list(dict.fromkeys(present)))
         except EeadmError as exc:
             log.warning("stage request intake deferred: %s", exc)
             return
-        for r in rows:
-            st = states.get(r["path"])
+        for request_id, path in rows:
+            st = states.get(path)
             where = (None, None)
             if st is None:
                 state, error = "FAILED", "No such file or directory"
@@ -290,11 +290,11 @@ class Stager:
                 state, error = "COMPLETED", None
             else:
                 try:
-                    p = self.place(st, r["request_id"])
+                    p = self.place(st, request_id)
                     state, error, where = None, None, (p.library, p.tape)
                 except NoCopy as exc:
                     state, error = "FAILED", str(exc)
-            self.store.intake(r["request_id"], r["path"], state, error, where)
+            self.store.intake(request_id, path, state, error, where)
 
     def place(self, st: FileState, taskid: str | None, avoid: str | None = None) -> Placement:
         """The library and copy to recall a file from (see placement.place)."""
@@ -331,7 +331,7 @@ class Stager:
         so Globus can start moving the first files of a long recall while the
         rest are read, and polls still never run eeadm.
         """
-        running = {b["id"]: self.store.batch_files(b["id"]) for b in self.store.running_batches()}
+        running = {b.id: self.store.batch_files(b.id) for b in self.store.running_batches()}
         paths = [p for files in running.values() for p in files]
         if not paths:
             return
@@ -356,7 +356,7 @@ class Stager:
         reason = ": ".join(x for x in (failure, said) if x) or None
         attempts = self.store.batch_files(batch_id)
         batch = self.store.batch(batch_id)
-        library = batch["library"] if batch is not None else None
+        library = batch.library if batch is not None else None
         try:
             states = self.eeadm.file_state(list(attempts))
         except EeadmError as exc:
@@ -448,21 +448,21 @@ class Stager:
         is gone. At start-up that is every running batch; later, those whose
         result could not be recorded or whose start failed halfway."""
         for b in self.store.running_batches():
-            if b["id"] in self._threads:
+            if b.id in self._threads:
                 continue
-            list_file, _ = self._files(b["id"])
-            if b["pid"] and _process_alive(b["pid"], str(list_file)):
-                log.info("batch %d: eeadm (pid %d) still running; adopting", b["id"], b["pid"])
+            list_file, _ = self._files(b.id)
+            if b.pid and _process_alive(b.pid, str(list_file)):
+                log.info("batch %d: eeadm (pid %d) still running; adopting", b.id, b.pid)
                 thread = threading.Thread(
                     target=self._adopt,
-                    args=(b["id"], b["pid"], str(list_file)),
-                    name=f"adopt-{b['id']}",
+                    args=(b.id, b.pid, str(list_file)),
+                    name=f"adopt-{b.id}",
                     daemon=True,
                 )
-                self._threads[b["id"]] = thread
+                self._threads[b.id] = thread
                 thread.start()
             else:
-                log.info("batch %d: eeadm is gone; verifying its files", b["id"])
-                _, log_file = self._files(b["id"])
+                log.info("batch %d: eeadm is gone; verifying its files", b.id)
+                _, log_file = self._files(b.id)
                 output = log_file.read_text(errors="replace") if log_file.exists() else ""
-                self.finish(b["id"], output, None)
+                self.finish(b.id, output, None)

@@ -16,254 +16,31 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
+
+from .records import Batch, FileRecord, LibraryQueue, RequestFile, StageRequest, from_row
 
 #: File statuses: waiting for a batch, in a running recall, on disk, given up.
 QUEUED, RECALLING, DONE, FAILED = "queued", "recalling", "done", "failed"
 ACTIVE = (QUEUED, RECALLING)
 
-MIGRATIONS: list[str] = [
-    # 1: files, requesters, batches, prefetch bookkeeping
-    """
-    CREATE TABLE files (
-        path TEXT PRIMARY KEY,
-        library TEXT NOT NULL DEFAULT '',
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        batch_id INTEGER,
-        prefetched INTEGER NOT NULL DEFAULT 0,
-        requested INTEGER NOT NULL DEFAULT 0,
-        size INTEGER,
-        tape TEXT,
-        queued_at REAL NOT NULL,
-        not_before REAL NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        finished_at REAL
-    );
-    CREATE INDEX files_queue ON files (status, library, not_before);
-    CREATE INDEX files_batch ON files (batch_id);
-    CREATE TABLE requesters (
-        path TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        ref TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (path, kind, ref)
-    );
-    CREATE INDEX requesters_ref ON requesters (kind, ref);
-    CREATE TABLE batches (
-        id INTEGER PRIMARY KEY,
-        library TEXT NOT NULL DEFAULT '',
-        status TEXT NOT NULL,
-        n_files INTEGER NOT NULL,
-        pid INTEGER,
-        eeadm_task_id INTEGER,
-        started_at REAL NOT NULL,
-        ended_at REAL,
-        outcome TEXT,
-        detail TEXT
-    );
-    CREATE INDEX batches_status ON batches (status);
-    CREATE TABLE prefetch_triggers (
-        id INTEGER PRIMARY KEY,
-        taskid TEXT NOT NULL,
-        path TEXT NOT NULL,
-        library TEXT NOT NULL DEFAULT '',
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE prefetch_budget (
-        taskid TEXT PRIMARY KEY,
-        files INTEGER NOT NULL DEFAULT 0,
-        bytes INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE prefetch_scanned (
-        taskid TEXT NOT NULL,
-        dir TEXT NOT NULL,
-        PRIMARY KEY (taskid, dir)
-    );
-    """,
-    # 2: WLCG Tape REST stage requests
-    """
-    CREATE TABLE stage_requests (
-        id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        library TEXT NOT NULL DEFAULT '',
-        created_at REAL NOT NULL,
-        started_at REAL
-    );
-    CREATE TABLE request_files (
-        request_id TEXT NOT NULL,
-        path TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        checked INTEGER NOT NULL DEFAULT 0,
-        released INTEGER NOT NULL DEFAULT 0,
-        error TEXT,
-        started_at REAL,
-        finished_at REAL,
-        PRIMARY KEY (request_id, path)
-    );
-    CREATE INDEX request_files_path ON request_files (path);
-    CREATE INDEX request_files_unchecked ON request_files (checked);
-    """,
-    # 3: prefetch precision per task (replaces the budget and the scanned directories)
-    """
-    CREATE TABLE prefetch_tasks (
-        taskid TEXT PRIMARY KEY,
-        files INTEGER NOT NULL DEFAULT 0,
-        bytes INTEGER NOT NULL DEFAULT 0,
-        asked_files INTEGER NOT NULL DEFAULT 0,
-        asked_bytes INTEGER NOT NULL DEFAULT 0,
-        dropped_files INTEGER NOT NULL DEFAULT 0,
-        dropped_bytes INTEGER NOT NULL DEFAULT 0,
-        updated_at REAL NOT NULL DEFAULT 0
-    );
-    INSERT INTO prefetch_tasks (taskid, files, bytes) SELECT taskid, files, bytes
-        FROM prefetch_budget;
-    DROP TABLE prefetch_budget;
-    DROP TABLE prefetch_scanned;
-    CREATE INDEX requesters_path ON requesters (path, kind);
-    CREATE TABLE lookups (
-        pid INTEGER PRIMARY KEY,
-        running INTEGER NOT NULL,
-        since REAL NOT NULL
-    );
-    """,
-    # 4: tallies kept by triggers (a scrape costs the same at 10 million records as
-    # at 10), indexes for retention, and prefetch totals that survive pruning
-    """
-    CREATE TABLE tallies (name TEXT PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0);
-    INSERT INTO tallies (name, n) SELECT 'files:' || status, count(*) FROM files GROUP BY status;
-    INSERT INTO tallies (name, n)
-        SELECT 'batches:' || status, count(*) FROM batches GROUP BY status;
-    INSERT INTO tallies (name, n) SELECT 'prefetch:files', coalesce(sum(files), 0)
-        FROM prefetch_tasks;
-    INSERT INTO tallies (name, n) SELECT 'prefetch:bytes', coalesce(sum(bytes), 0)
-        FROM prefetch_tasks;
-    INSERT INTO tallies (name, n) SELECT 'prefetch:asked_files', coalesce(sum(asked_files), 0)
-        FROM prefetch_tasks;
-    INSERT INTO tallies (name, n) SELECT 'prefetch:asked_bytes', coalesce(sum(asked_bytes), 0)
-        FROM prefetch_tasks;
-    INSERT INTO tallies (name, n)
-        SELECT 'prefetch:dropped_files', coalesce(sum(dropped_files), 0) FROM prefetch_tasks;
-    INSERT INTO tallies (name, n)
-        SELECT 'prefetch:dropped_bytes', coalesce(sum(dropped_bytes), 0) FROM prefetch_tasks;
-    CREATE TRIGGER files_tally_insert AFTER INSERT ON files BEGIN
-        INSERT INTO tallies (name, n) VALUES ('files:' || NEW.status, 1)
-            ON CONFLICT (name) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER files_tally_delete AFTER DELETE ON files BEGIN
-        UPDATE tallies SET n = n - 1 WHERE name = 'files:' || OLD.status;
-    END;
-    CREATE TRIGGER files_tally_update AFTER UPDATE OF status ON files
-        WHEN OLD.status != NEW.status BEGIN
-        UPDATE tallies SET n = n - 1 WHERE name = 'files:' || OLD.status;
-        INSERT INTO tallies (name, n) VALUES ('files:' || NEW.status, 1)
-            ON CONFLICT (name) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER batches_tally_insert AFTER INSERT ON batches BEGIN
-        INSERT INTO tallies (name, n) VALUES ('batches:' || NEW.status, 1)
-            ON CONFLICT (name) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER batches_tally_delete AFTER DELETE ON batches BEGIN
-        UPDATE tallies SET n = n - 1 WHERE name = 'batches:' || OLD.status;
-    END;
-    CREATE TRIGGER batches_tally_update AFTER UPDATE OF status ON batches
-        WHEN OLD.status != NEW.status BEGIN
-        UPDATE tallies SET n = n - 1 WHERE name = 'batches:' || OLD.status;
-        INSERT INTO tallies (name, n) VALUES ('batches:' || NEW.status, 1)
-            ON CONFLICT (name) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER prefetch_tally_insert AFTER INSERT ON prefetch_tasks BEGIN
-        UPDATE tallies SET n = n + CASE name
-            WHEN 'prefetch:files' THEN NEW.files WHEN 'prefetch:bytes' THEN NEW.bytes
-            WHEN 'prefetch:asked_files' THEN NEW.asked_files
-            WHEN 'prefetch:asked_bytes' THEN NEW.asked_bytes
-            WHEN 'prefetch:dropped_files' THEN NEW.dropped_files
-            WHEN 'prefetch:dropped_bytes' THEN NEW.dropped_bytes END
-        WHERE name LIKE 'prefetch:%';
-    END;
-    CREATE TRIGGER prefetch_tally_update AFTER UPDATE ON prefetch_tasks BEGIN
-        UPDATE tallies SET n = n + CASE name
-            WHEN 'prefetch:files' THEN NEW.files - OLD.files
-            WHEN 'prefetch:bytes' THEN NEW.bytes - OLD.bytes
-            WHEN 'prefetch:asked_files' THEN NEW.asked_files - OLD.asked_files
-            WHEN 'prefetch:asked_bytes' THEN NEW.asked_bytes - OLD.asked_bytes
-            WHEN 'prefetch:dropped_files' THEN NEW.dropped_files - OLD.dropped_files
-            WHEN 'prefetch:dropped_bytes' THEN NEW.dropped_bytes - OLD.dropped_bytes END
-        WHERE name LIKE 'prefetch:%';
-    END;
-    CREATE INDEX files_finished ON files (finished_at) WHERE finished_at IS NOT NULL;
-    CREATE INDEX batches_ended ON batches (ended_at) WHERE ended_at IS NOT NULL;
-    CREATE INDEX stage_requests_created ON stage_requests (created_at);
-    CREATE INDEX prefetch_tasks_updated ON prefetch_tasks (updated_at);
-    """,
-    # 5: what readiness checks write, to know the store takes writes
-    """
-    CREATE TABLE probes (name TEXT PRIMARY KEY, at REAL NOT NULL);
-    """,
-    # 6: what operators changed by hand (the CLI), who and when
-    """
-    CREATE TABLE operator_actions (
-        id INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        who TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT NOT NULL,
-        files INTEGER NOT NULL
-    );
-    """,
-    # 7: monotonic totals for Prometheus counters (what happened, not what is),
-    # kept by triggers so every process's work counts once and pruning keeps them
-    """
-    INSERT INTO tallies (name, n) VALUES ('total:queued', 0), ('total:retried', 0),
-        ('total:recalled', 0), ('total:recalled_bytes', 0), ('total:failed', 0),
-        ('total:batches_succeeded', 0), ('total:batches_partial', 0),
-        ('total:batches_failed', 0);
-    CREATE TRIGGER files_total_insert AFTER INSERT ON files WHEN NEW.status = 'queued' BEGIN
-        UPDATE tallies SET n = n + 1 WHERE name = 'total:queued';
-    END;
-    CREATE TRIGGER files_total_update AFTER UPDATE OF status ON files
-        WHEN OLD.status != NEW.status BEGIN
-        UPDATE tallies SET n = n + 1 WHERE name = 'total:queued'
-            AND NEW.status = 'queued' AND OLD.status IN ('done', 'failed');
-        UPDATE tallies SET n = n + 1 WHERE name = 'total:retried'
-            AND NEW.status = 'queued' AND OLD.status = 'recalling';
-        UPDATE tallies SET n = n + 1 WHERE name = 'total:recalled'
-            AND NEW.status = 'done' AND OLD.status = 'recalling';
-        UPDATE tallies SET n = n + coalesce(NEW.size, 0) WHERE name = 'total:recalled_bytes'
-            AND NEW.status = 'done' AND OLD.status = 'recalling';
-        UPDATE tallies SET n = n + 1 WHERE name = 'total:failed' AND NEW.status = 'failed';
-    END;
-    CREATE TRIGGER batches_total_outcome AFTER UPDATE OF outcome ON batches
-        WHEN OLD.outcome IS NULL AND NEW.outcome IS NOT NULL BEGIN
-        UPDATE tallies SET n = n + 1 WHERE name = 'total:batches_' || NEW.outcome;
-    END;
-    """,
-    # 8: how eeadm answered lately, per subcommand, whichever process ran it
-    """
-    CREATE TABLE eeadm_health (
-        subcommand TEXT PRIMARY KEY,
-        at REAL NOT NULL,
-        outcome TEXT NOT NULL,
-        seconds REAL NOT NULL,
-        calls INTEGER NOT NULL DEFAULT 0,
-        failures INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        last_error_at REAL
-    );
-    """,
-    # 9: which tapes are busy (placement asks per copy), and files that fail
-    # without a recall (no copy in a library we may use) count as failed
-    """
-    CREATE INDEX files_tape ON files (tape, status);
-    CREATE TRIGGER files_total_insert_failed AFTER INSERT ON files
-        WHEN NEW.status = 'failed' BEGIN
-        UPDATE tallies SET n = n + 1 WHERE name = 'total:failed';
-    END;
-    """,
-]
+
+#: The schema, one script per version in ltfsee_globus/migrations/ (NNNN_name.sql),
+#: applied in order; PRAGMA user_version records how far a store has come.
+def migrations() -> list[str]:
+    """The migration scripts, oldest first."""
+    found = sorted(
+        (
+            f
+            for f in files("ltfsee_globus").joinpath("migrations").iterdir()
+            if f.name.endswith(".sql")
+        ),
+        key=lambda f: f.name,
+    )
+    return [f.read_text(encoding="utf-8") for f in found]
+
+
 #: The totals migration 7 keeps (Prometheus counters).
 TOTALS = (
     "queued",
@@ -364,7 +141,7 @@ class Store:
         return conn
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once so it never has to upgrade.
 
         Raises StoreUnavailable when it cannot be written (nothing of it is kept).
@@ -386,10 +163,10 @@ class Store:
             raise
 
     def migrate(self) -> None:
-        """Bring the schema to the newest version recorded in MIGRATIONS."""
-        with self.tx() as c:
+        """Bring the schema to the newest version (the last migration script)."""
+        with self._tx() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
-            for n, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for n, script in enumerate(migrations()[version:], start=version + 1):
                 for statement in _statements(script):
                     c.execute(statement)
                 c.execute(f"PRAGMA user_version = {n}")
@@ -401,9 +178,9 @@ class Store:
             self._local.conn = None
 
     # -- the web tier -------------------------------------------------------
-    def lookup(self, path: str, kind: str = "", ref: str = "") -> sqlite3.Row | None:
-        """A file's record, with `known` = 1 when (kind, ref) already asked for it."""
-        return (
+    def lookup(self, path: str, kind: str = "", ref: str = "") -> FileRecord | None:
+        """A file's record; `known` when (kind, ref) already asked for it."""
+        row = (
             self.conn()
             .execute(
                 "SELECT f.*, EXISTS(SELECT 1 FROM requesters r WHERE r.path = f.path "
@@ -412,6 +189,7 @@ class Store:
             )
             .fetchone()
         )
+        return None if row is None else from_row(FileRecord, row)
 
     def request(
         self,
@@ -429,7 +207,7 @@ class Store:
         Records who asked. Returns the file's status afterwards. A file that
         was done or failed is queued afresh with its attempts reset.
         """
-        with self.tx() as c:
+        with self._tx() as c:
             status = self._enqueue(c, path, library, kind, ref, False, size, tape)
             if trigger_prefetch and ref:
                 self._trigger(c, ref, path, library or "", self.clock())
@@ -490,7 +268,7 @@ class Store:
     ) -> None:
         """Record that (kind, ref) asked for a file we already track."""
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             cur = c.execute(
                 "INSERT OR IGNORE INTO requesters (path, kind, ref, created_at) VALUES (?,?,?,?)",
                 (path, kind, ref, now),
@@ -528,7 +306,7 @@ class Store:
         """Count this process's `eeadm file state` calls for polls in flight (+1 / -1):
         while some run, more files are about to be queued and a batch should wait."""
         pid, now = os.getpid(), self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             c.execute(
                 "INSERT OR IGNORE INTO lookups (pid, running, since) VALUES (?, 0, ?)", (pid, now)
             )
@@ -539,18 +317,15 @@ class Store:
             )
 
     # -- the stager -----------------------------------------------------------
-    def queued_by_library(self) -> list[sqlite3.Row]:
+    def queued_by_library(self) -> list[LibraryQueue]:
         """Per library: files ready to go, when the oldest and the newest were queued."""
-        return (
-            self.conn()
-            .execute(
-                "SELECT library, count(*) AS n, min(queued_at) AS oldest, "
-                "max(queued_at) AS newest FROM files "
-                "WHERE status = ? AND not_before <= ? GROUP BY library",
-                (QUEUED, self.clock()),
-            )
-            .fetchall()
+        rows = self.conn().execute(
+            "SELECT library, count(*) AS n, min(queued_at) AS oldest, "
+            "max(queued_at) AS newest FROM files "
+            "WHERE status = ? AND not_before <= ? GROUP BY library",
+            (QUEUED, self.clock()),
         )
+        return [from_row(LibraryQueue, r) for r in rows]
 
     def lookups_running(self, max_age: float) -> bool:
         """True while a web worker runs a lookup started less than `max_age` s ago."""
@@ -582,7 +357,7 @@ class Store:
         that when more is ready than one batch takes, no tape is split over
         two recalls (each would mount it)."""
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             rows = c.execute(
                 "SELECT path, coalesce(tape, path), queued_at FROM files "
                 "WHERE status = ? AND library = ? AND not_before <= ?",
@@ -613,14 +388,16 @@ class Store:
         return batch_id, paths
 
     def set_batch_pid(self, batch_id: int, pid: int) -> None:
-        with self.tx() as c:
+        with self._tx() as c:
             c.execute("UPDATE batches SET pid = ? WHERE id = ?", (pid, batch_id))
 
-    def running_batches(self) -> list[sqlite3.Row]:
-        return self.conn().execute("SELECT * FROM batches WHERE status = 'running'").fetchall()
+    def running_batches(self) -> list[Batch]:
+        rows = self.conn().execute("SELECT * FROM batches WHERE status = 'running'")
+        return [from_row(Batch, r) for r in rows]
 
-    def batch(self, batch_id: int) -> sqlite3.Row | None:
-        return self.conn().execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    def batch(self, batch_id: int) -> Batch | None:
+        row = self.conn().execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return None if row is None else from_row(Batch, row)
 
     def batch_files(self, batch_id: int) -> dict[str, int]:
         """The files still recalling in a batch, with the attempts each has had."""
@@ -633,7 +410,7 @@ class Store:
     def mark_done(self, batch_id: int, done: Sequence[Update]) -> None:
         """Record files of a running batch already verified on disk (progress)."""
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             c.executemany(
                 "UPDATE files SET status = ?, tape = coalesce(?, tape), updated_at = ?, "
                 "finished_at = ? WHERE path = ? AND batch_id = ? AND status = ?",
@@ -652,7 +429,7 @@ class Store:
     ) -> None:
         """Close a batch and apply the verdict for each of its files, atomically."""
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             c.execute(
                 "UPDATE batches SET status = 'done', ended_at = ?, outcome = ?, detail = ?, "
                 "eeadm_task_id = ? WHERE id = ?",
@@ -702,15 +479,16 @@ class Store:
         )
 
     # -- prefetch bookkeeping -------------------------------------------------
-    def take_prefetch_triggers(self, limit: int = 100) -> list[sqlite3.Row]:
+    def take_prefetch_triggers(self, limit: int = 100) -> list[str]:
+        """The Globus tasks that asked for new files since the last take, in order."""
         if self.conn().execute("SELECT 1 FROM prefetch_triggers LIMIT 1").fetchone() is None:
             return []  # the usual case: no write transaction on every stager pass
-        with self.tx() as c:
+        with self._tx() as c:
             rows = c.execute(
-                "SELECT * FROM prefetch_triggers ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, taskid FROM prefetch_triggers ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-            c.executemany("DELETE FROM prefetch_triggers WHERE id = ?", [(r["id"],) for r in rows])
-        return rows
+            c.executemany("DELETE FROM prefetch_triggers WHERE id = ?", [(r[0],) for r in rows])
+        return list(dict.fromkeys(r[1] for r in rows))
 
     def task_paths(self, taskid: str) -> list[str]:
         rows = self.conn().execute(
@@ -754,7 +532,7 @@ class Store:
         polls answer the reason from the store, without eeadm, until
         FAILED_RETENTION. A file being recalled is left alone."""
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             c.execute(
                 "INSERT INTO files (path, status, last_error, requested, size, queued_at, "
                 "created_at, updated_at, finished_at) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, ?5, ?5) "
@@ -793,7 +571,7 @@ class Store:
         them against it, in one transaction. Returns how many were newly queued."""
         n = nbytes = 0
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             for path, size, tape, library in files:
                 was = c.execute("SELECT status FROM files WHERE path = ?", (path,)).fetchone()
                 if was is not None and was[0] in ACTIVE:
@@ -812,7 +590,7 @@ class Store:
     def drop_prefetched(self, taskid: str) -> tuple[int, int]:
         """Forget a task's prefetched files that are still queued and that no
         client asked for (the evidence turned). Returns files and bytes dropped."""
-        with self.tx() as c:
+        with self._tx() as c:
             rows = c.execute(
                 "SELECT f.path, coalesce(f.size, 0) FROM files f JOIN requesters r "
                 "ON r.path = f.path AND r.kind = 'prefetch' AND r.ref = ? "
@@ -851,7 +629,7 @@ class Store:
         is FAILED at once, the others wait for the stager's intake (which
         chooses each file's library from its copies)."""
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             c.execute(
                 "INSERT INTO stage_requests (id, owner, created_at) VALUES (?,?,?)",
                 (request_id, owner, now),
@@ -874,27 +652,26 @@ class Store:
                 ],
             )
 
-    def stage_request(self, request_id: str) -> tuple[sqlite3.Row, list[sqlite3.Row]] | None:
+    def stage_request(self, request_id: str) -> tuple[StageRequest, list[RequestFile]] | None:
+        """A WLCG request and its files, in the order they were asked for."""
         conn = self.conn()
         req = conn.execute("SELECT * FROM stage_requests WHERE id = ?", (request_id,)).fetchone()
         if req is None:
             return None
         files = conn.execute(
             "SELECT * FROM request_files WHERE request_id = ? ORDER BY position", (request_id,)
-        ).fetchall()
-        return req, files
-
-    def unchecked_request_files(self, limit: int) -> list[sqlite3.Row]:
-        return (
-            self.conn()
-            .execute(
-                "SELECT rf.request_id, rf.path, r.library FROM request_files rf "
-                "JOIN stage_requests r ON r.id = rf.request_id "
-                "WHERE rf.checked = 0 ORDER BY r.created_at, rf.position LIMIT ?",
-                (limit,),
-            )
-            .fetchall()
         )
+        return from_row(StageRequest, req), [from_row(RequestFile, f) for f in files]
+
+    def unchecked_request_files(self, limit: int) -> list[tuple[str, str]]:
+        """(request id, path) of request files not looked at yet, oldest first."""
+        rows = self.conn().execute(
+            "SELECT rf.request_id, rf.path FROM request_files rf "
+            "JOIN stage_requests r ON r.id = rf.request_id "
+            "WHERE rf.checked = 0 ORDER BY r.created_at, rf.position LIMIT ?",
+            (limit,),
+        )
+        return [(r[0], r[1]) for r in rows]
 
     def intake(
         self,
@@ -909,7 +686,7 @@ class Store:
         (state None: queued, or joined to a recall already queued or running)."""
         now = self.clock()
         library, tape = placement
-        with self.tx() as c:
+        with self._tx() as c:
             if state is None:
                 status = self._enqueue(c, path, library, "wlcg", request_id, False, None, tape)
                 state = STARTED if status == RECALLING else SUBMITTED
@@ -929,7 +706,7 @@ class Store:
         """Cancel files of a request: drop its claim on each, and forget a queued
         file nobody else wants. A running recall is never disturbed."""
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             for path in paths:
                 cur = c.execute(
                     "UPDATE request_files SET state = ?, finished_at = ? "
@@ -949,14 +726,14 @@ class Store:
                     c.execute("DELETE FROM files WHERE path = ? AND status = ?", (path, QUEUED))
 
     def release_request_files(self, request_id: str, paths: Sequence[str]) -> None:
-        with self.tx() as c:
+        with self._tx() as c:
             c.executemany(
                 "UPDATE request_files SET released = 1 WHERE request_id = ? AND path = ?",
                 [(request_id, p) for p in paths],
             )
 
     def delete_request(self, request_id: str) -> None:
-        with self.tx() as c:
+        with self._tx() as c:
             c.execute("DELETE FROM request_files WHERE request_id = ?", (request_id,))
             c.execute("DELETE FROM stage_requests WHERE id = ?", (request_id,))
 
@@ -967,7 +744,7 @@ class Store:
         batches, settled stage requests, idle prefetch tallies. Returns how many
         went; the stager calls it until that is less than `limit`."""
         gone = 0
-        with self.tx() as c:
+        with self._tx() as c:
             paths = c.execute(
                 "SELECT path FROM files WHERE finished_at < ? AND status IN (?, ?) LIMIT ?",
                 (before, DONE, FAILED, limit),
@@ -999,7 +776,7 @@ class Store:
     # -- operators --------------------------------------------------------------
     def probe(self, name: str) -> None:
         """A small write (StoreUnavailable when the store takes none): readiness."""
-        with self.tx() as c:
+        with self._tx() as c:
             c.execute(
                 "INSERT INTO probes (name, at) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET at = excluded.at",
@@ -1036,7 +813,7 @@ class Store:
         """Record how an eeadm run went (the status page's eeadm health)."""
         now = self.clock()
         failed = outcome != "ok"
-        with self.tx() as c:
+        with self._tx() as c:
             c.execute(
                 "INSERT INTO eeadm_health (subcommand, at, outcome, seconds, calls, failures, "
                 "last_error, last_error_at) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7) "
@@ -1091,7 +868,7 @@ class Store:
         """Queue failed files afresh (all failed ones when `paths` is None),
         attempts reset. Recorded as an operator action."""
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             sql = (
                 "UPDATE files SET status = ?, attempts = 0, not_before = 0, last_error = NULL, "
                 "batch_id = NULL, finished_at = NULL, queued_at = ?, updated_at = ? "
@@ -1111,7 +888,7 @@ class Store:
         paths, or every file only task `task` asked for. WLCG requests holding
         them see them CANCELLED."""
         now = self.clock()
-        with self.tx() as c:
+        with self._tx() as c:
             if task is not None:
                 c.execute(
                     "DELETE FROM requesters WHERE ref = ? AND kind IN ('globus', 'prefetch')",
@@ -1143,7 +920,7 @@ class Store:
 
     def forget(self, paths: Sequence[str], who: str) -> int:
         """Drop failed records, so the next poll of each file starts afresh."""
-        with self.tx() as c:
+        with self._tx() as c:
             n = c.executemany(
                 "DELETE FROM files WHERE path = ? AND status = ?", [(p, FAILED) for p in paths]
             ).rowcount

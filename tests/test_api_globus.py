@@ -53,7 +53,7 @@ def test_in_flight_polls_run_no_eeadm_and_queue_once(app, client, sim, headers):
         assert resp.get_json() == {"state": "archived"}
     assert len(sim.invocations()) == calls  # answered from the store
     store = services(app).store
-    assert store.lookup(path)["status"] == "queued"
+    assert store.lookup(path).status == "queued"
     assert store.counts()["files"]["queued"] == 1
     assert sorted(store.task_paths("t2")) == [path]
 
@@ -149,7 +149,7 @@ def test_paths_are_normalised(client, sim, headers, app):
     path = sim.files("M")[0]
     messy = path.replace("/demo/", "//demo/./")
     assert post(client, {"path": messy}, headers).get_json() == {"state": "archived"}
-    assert services(app).store.lookup(path)["status"] == "queued"
+    assert services(app).store.lookup(path).status == "queued"
 
 
 def test_wrong_method_and_unknown_route_are_json(client, headers):

@@ -141,7 +141,7 @@ def test_cancel_rules(tape, sim, headers):
     }
     assert states == {a: "CANCELLED", b: "CANCELLED"}
     assert svc.store.lookup(a) is None  # nobody else wanted it
-    assert svc.store.lookup(b)["status"] == "queued"  # the Globus task still does
+    assert svc.store.lookup(b).status == "queued"  # the Globus task still does
     settle(stager)
     assert sim.state_of(a) == "M" and sim.state_of(b) == "P"
 
@@ -156,7 +156,7 @@ def test_cancel_never_disturbs_a_running_recall(tape, sim, headers):
     stager.intake()
     svc.store.claim("", 10)  # a recall holds it now
     call(client, "POST", f"{API}/stage/{rid}/cancel", headers, {"paths": [path]})
-    assert svc.store.lookup(path)["status"] == "recalling"
+    assert svc.store.lookup(path).status == "recalling"
 
 
 def test_delete_then_404_and_release(tape, sim, headers):

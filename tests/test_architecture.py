@@ -95,3 +95,24 @@ def test_no_import_cycles():
     assert "ltfsee_globus.api.context" in graph["ltfsee_globus.app"]
     assert "ltfsee_globus.app" in graph["ltfsee_globus"]
     assert cycles == []
+
+
+def test_no_database_row_leaves_the_store():
+    """The store's public methods return records, dicts or scalars: never
+    sqlite3 rows (whose column names would become everyone's interface)."""
+    tree = ast.parse((PACKAGE / "store.py").read_text())
+    store = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Store")
+    public = [
+        f
+        for f in store.body
+        if isinstance(f, ast.FunctionDef) and not f.name.startswith("_") and f.name != "conn"
+    ]
+    assert len(public) > 30
+    leaking = [f.name for f in public if "sqlite3" in ast.unparse(f.returns or ast.Constant(None))]
+    assert leaking == []
+    outside = [
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if "sqlite3.Row" in p.read_text() and p.name != "store.py" and "sim" not in p.parts
+    ]
+    assert outside == []

@@ -87,11 +87,11 @@ def test_retry_forget_cancel_change_the_store_and_are_recorded(site):
     assert (res.returncode, res.stdout) == (0, "retry: 1 file(s)\n")
     assert "operator alice: retry" in res.stderr
     row = store.lookup(f["failed"])
-    assert (row["status"], row["attempts"], row["last_error"]) == (QUEUED, 0, None)
+    assert (row.status, row.attempts, row.last_error) == (QUEUED, 0, None)
     res = run("cancel", "--task", "task-a")
     assert res.returncode == 0 and res.stdout == "cancel: 3 file(s)\n"  # the retried one too
-    assert store.lookup(f["queued"][2])["status"] == QUEUED  # task-b's file stays
-    assert store.lookup(f["done"])["status"] == DONE  # done files are not queued
+    assert store.lookup(f["queued"][2]).status == QUEUED  # task-b's file stays
+    assert store.lookup(f["done"]).status == DONE  # done files are not queued
     assert run("forget", f["queued"][2]).returncode == 1  # not failed: nothing to forget
     actions = [(a["who"], a["action"], a["files"]) for a in store.operator_actions()]
     assert actions == [("alice", "forget", 0), ("alice", "cancel", 3), ("alice", "retry", 1)]

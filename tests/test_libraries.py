@@ -250,6 +250,6 @@ def test_an_explicit_library_without_a_copy_is_overridden_and_said_once(
         )
         assert r.get_json() == {"state": "archived"}
     store = services(app).store
-    assert {store.lookup(p)["library"] for p in on_lib1} == {"lib1"}
+    assert {store.lookup(p).library for p in on_lib1} == {"lib1"}
     notes = [r for r in caplog.records if "holds no copy" in r.getMessage()]
     assert len(notes) == 1 and "task t9 asked for library lib0" in notes[0].getMessage()

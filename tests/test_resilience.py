@@ -86,7 +86,7 @@ def test_sigkill_of_stager_and_server_mid_batch_loses_nothing(
     store = Store(Path(env["STATE_DIR"]) / STORE_FILE)
     try:
         assert {s for _, s in poll_all(server, files[:60])} == {"archived"}
-        wait_for(lambda: any(b["pid"] for b in store.running_batches()), what="a running batch")
+        wait_for(lambda: any(b.pid for b in store.running_batches()), what="a running batch")
         # accepted while the first batch runs, then everything dies mid-batch
         assert {s for _, s in poll_all(server, files[60:])} == {"archived"}
         stager.send_signal(signal.SIGKILL)

@@ -47,9 +47,9 @@ def test_batch_waits_for_the_window_then_takes_everything(staged, sim, clock):
     run_step(stager)
     assert len(sim.invocations("recall")) == 1
     batch = svc.store.batch(1)
-    assert batch["n_files"] == 5 and batch["outcome"] == "succeeded"
+    assert batch.n_files == 5 and batch.outcome == "succeeded"
     assert {sim.state_of(p) for p in files[:5]} == {"P"}
-    assert all(svc.store.lookup(p)["status"] == DONE for p in files[:5])
+    assert all(svc.store.lookup(p).status == DONE for p in files[:5])
     assert len(sim.invocations("file state")) == 1  # one verification call
 
 
@@ -65,7 +65,7 @@ def test_a_steady_trickle_waits_for_quiet_but_not_forever(staged, sim, clock):
     clock.advance(3)  # 30 s after the first file
     run_step(stager)
     assert len(sim.invocations("recall")) == 1
-    assert svc.store.batch(1)["n_files"] == 10
+    assert svc.store.batch(1).n_files == 10
 
 
 def test_lookups_for_polls_in_flight_hold_the_batch_until_quiet(staged, sim, clock):
@@ -135,7 +135,7 @@ def test_retries_back_off_then_fail_with_reason(staged, sim, clock, caplog):
     queue(svc, [path])
     run_step(stager)
     rec = svc.store.lookup(path)
-    assert rec["status"] == QUEUED and rec["not_before"] == clock.now + 100
+    assert rec.status == QUEUED and rec.not_before == clock.now + 100
     clock.advance(50)
     run_step(stager)
     assert len(sim.invocations("recall")) == 1
@@ -145,7 +145,7 @@ def test_retries_back_off_then_fail_with_reason(staged, sim, clock, caplog):
     run_step(stager)
     rec = svc.store.lookup(path)
     assert len(sim.invocations("recall")) == 3
-    assert rec["status"] == FAILED and "after 3 attempt(s)" in rec["last_error"]
+    assert rec.status == FAILED and "after 3 attempt(s)" in rec.last_error
     said = [r.getMessage() for r in caplog.records if path in r.getMessage()]
     assert [m.split(path)[1].split(":")[0] for m in said] == [
         " not on disk (attempt 1 of 3), retried in 100 s",
@@ -164,7 +164,7 @@ def test_eeadm_recall_hanging_is_timed_out_and_retried(staged, sim, fake_eeadm, 
     queue(svc, [path])
     run_step(stager)
     rec = svc.store.lookup(path)
-    assert rec["status"] == QUEUED and "timed out" in rec["last_error"]
+    assert rec.status == QUEUED and "timed out" in rec.last_error
 
 
 def test_restart_verifies_a_batch_whose_eeadm_is_gone(staged, sim):
@@ -178,7 +178,7 @@ def test_restart_verifies_a_batch_whose_eeadm_is_gone(staged, sim):
         [*sim.command, "recall"], input="\n".join(m[:2]), text=True, check=True, capture_output=True
     )
     stager.recover()
-    assert [svc.store.lookup(p)["status"] for p in m] == [DONE, DONE, QUEUED, QUEUED]
+    assert [svc.store.lookup(p).status for p in m] == [DONE, DONE, QUEUED, QUEUED]
     assert svc.store.running_batches() == []
 
 
@@ -198,12 +198,12 @@ def test_restart_adopts_a_recall_still_running(staged, sim, tmp_path):
         )
     svc.store.set_batch_pid(batch_id, proc.pid)
     stager.recover()
-    assert svc.store.lookup(m[0])["status"] == "recalling"  # adopted, not re-run
+    assert svc.store.lookup(m[0]).status == "recalling"  # adopted, not re-run
     proc.wait()
     stager.wait_idle()
-    assert all(svc.store.lookup(p)["status"] == DONE for p in m)
+    assert all(svc.store.lookup(p).status == DONE for p in m)
     assert len(sim.invocations("recall")) == 1
-    assert svc.store.batch(batch_id)["eeadm_task_id"] == 1
+    assert svc.store.batch(batch_id).eeadm_task_id == 1
 
 
 def test_one_stager_per_state_dir(tmp_path):
@@ -220,7 +220,7 @@ def test_baseline_mode_recalls_one_file_per_eeadm_call(staged, sim):
     queue(svc, sim.files("M")[:4])
     run_step(stager)
     assert len(sim.invocations("recall")) == 4
-    assert all(b == 1 for b in [svc.store.batch(i)["n_files"] for i in range(1, 5)])
+    assert all(b == 1 for b in [svc.store.batch(i).n_files for i in range(1, 5)])
 
 
 def test_progress_marks_files_already_on_disk_while_the_batch_runs(staged, sim):
@@ -234,5 +234,5 @@ def test_progress_marks_files_already_on_disk_while_the_batch_runs(staged, sim):
     calls = len(sim.invocations("file state"))
     stager.progress()
     assert len(sim.invocations("file state")) == calls + 1  # one call for the whole batch
-    assert [svc.store.lookup(p)["status"] for p in m] == [DONE, DONE, "recalling", "recalling"]
-    assert svc.store.batch(batch_id)["status"] == "running"
+    assert [svc.store.lookup(p).status for p in m] == [DONE, DONE, "recalling", "recalling"]
+    assert svc.store.batch(batch_id).status == "running"

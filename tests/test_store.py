@@ -42,12 +42,12 @@ def test_a_full_state_dir_refuses_new_work_loses_nothing_and_recovers(make_app, 
     assert resp.status_code == 503 and resp.mimetype == "application/problem+json"
     assert "STATE_DIR" in resp.get_json()["detail"] and int(resp.headers["Retry-After"]) > 0
     assert store.lookup(path) is None  # nothing half-written
-    assert [store.lookup(p)["status"] for p in accepted] == [QUEUED] * len(accepted)
+    assert [store.lookup(p).status for p in accepted] == [QUEUED] * len(accepted)
     if accepted:  # a poll the store answers needs no write
         assert poll(client, headers, accepted[0]).get_json() == {"state": "archived"}
     conn.execute("PRAGMA max_page_count = 1073741823")  # space is back
     assert poll(client, headers, path).get_json() == {"state": "archived"}
-    assert store.lookup(path)["status"] == QUEUED
+    assert store.lookup(path).status == QUEUED
 
 
 def test_a_batch_whose_result_was_not_recorded_is_verified_again(make_app, sim):
@@ -58,11 +58,11 @@ def test_a_batch_whose_result_was_not_recorded_is_verified_again(make_app, sim):
     path = sim.files("M")[0]
     svc.store.request(path, None, "globus", "t1")
     batch_id, paths = svc.store.claim("", 10)
-    assert paths == [path] and svc.store.lookup(path)["status"] == "recalling"
+    assert paths == [path] and svc.store.lookup(path).status == "recalling"
     Stager(svc.settings, svc.store, svc.eeadm).step()
-    assert svc.store.batch(batch_id)["status"] == "done"
+    assert svc.store.batch(batch_id).status == "done"
     row = svc.store.lookup(path)
-    assert row["status"] == QUEUED and row["attempts"] == 1  # not on disk: retried later
+    assert row.status == QUEUED and row.attempts == 1  # not on disk: retried later
 
 
 @pytest.fixture
@@ -102,8 +102,8 @@ def test_retention_prunes_only_what_finished_before_the_cutoff(store, clock):
     gone = [store.prune(cutoff, limit=7) for _ in range(10)]
     assert gone[0] == 7 + 2 + 3 and gone[-1] == 0  # 7 files, 2 batches, r-old and its 2 files
     assert all(store.lookup(p) is None for p in old + old_failed)
-    assert all(store.lookup(p)["status"] == DONE for p in new)
-    assert store.lookup("/gpfs/waiting")["status"] == QUEUED
+    assert all(store.lookup(p).status == DONE for p in new)
+    assert store.lookup("/gpfs/waiting").status == QUEUED
     assert store.stage_request("r-old") is None
     assert store.stage_request("r-open") is not None and store.stage_request("r-new") is not None
     after = store.counts()

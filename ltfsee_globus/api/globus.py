@@ -91,21 +91,21 @@ def poll(svc: Services, path: str, taskid: str | None, explicit: str | None) -> 
     rec = svc.store.lookup(path, "globus", ref)
     if rec is not None:
         answer = None
-        age = svc.clock() - (rec["finished_at"] or 0.0)
-        if rec["status"] in ACTIVE:
+        age = svc.clock() - (rec.finished_at or 0.0)
+        if rec.status in ACTIVE:
             answer = "archived"
-        elif rec["status"] == DONE and age < s.VERIFIED_TTL:
+        elif rec.status == DONE and age < s.VERIFIED_TTL:
             answer = "resident"  # the stager verified it on disk after recalling it
-        elif rec["status"] == FAILED and age < s.FAILED_RETENTION:
-            raise ApiError(502, RECALL_FAILED, rec["last_error"])
+        elif rec.status == FAILED and age < s.FAILED_RETENTION:
+            raise ApiError(502, RECALL_FAILED, rec.last_error)
         if answer:
-            if not rec["known"] or not rec["requested"]:  # who wants it, and useful prefetch
+            if not rec.known or not rec.requested:  # who wants it, and useful prefetch
                 svc.store.note_requester(path, "globus", ref, trigger_prefetch=trigger)
             return answer
     check_resolved(path, s.MANAGED_ROOTS)
     info = require_file(path)
     size = info.st_size if info else None
-    prefetched_unasked = rec is not None and not rec["requested"]
+    prefetched_unasked = rec is not None and not rec.requested
 
     def act(st: Outcome | None) -> str:
         """Answer from the file's state: on disk, or queued for a recall."""
@@ -153,7 +153,7 @@ def poll(svc: Services, path: str, taskid: str | None, explicit: str | None) -> 
             log.info("%s: not queued after its lookup (%s); its next poll retries", path, exc)
 
     try:
-        st = svc.lookup.state(path, rec["updated_at"] if rec else 0.0, then=later)
+        st = svc.lookup.state(path, rec.updated_at if rec else 0.0, then=later)
     except EeadmError as exc:
         raise ApiError.from_eeadm(exc) from None
     if st is None:  # every lookup seat is taken: `later` queues it once its state is known
@@ -189,5 +189,5 @@ def file_state():
     path = check_managed(body.get("path"), svc.settings.MANAGED_ROOTS)
     require_file(path)
     rec = svc.store.lookup(path)
-    st = current_state(svc, path, rec["updated_at"] if rec else 0.0)
+    st = current_state(svc, path, rec.updated_at if rec else 0.0)
     return jsonify([st.as_json()]), 201

@@ -82,14 +82,14 @@ def _owned(request_id: str):
     svc = services()
     owner = authenticate(request, svc.settings.AUTH_KEY)
     found = svc.store.stage_request(request_id)
-    if found is None or found[0]["owner"] != owner:
+    if found is None or found[0].owner != owner:
         raise ApiError(404, "Not Found", f"no stage request {request_id}")
     return svc, *found
 
 
 def _in_request(files, paths: list[str]) -> list[str]:
     """The request's own paths for `paths`; 400 naming one that is not in it."""
-    mine = {f["path"] for f in files}
+    mine = {f.path for f in files}
     wanted = list(dict.fromkeys(_same_path(p) for p in paths))
     missing = [p for p in wanted if p not in mine]
     if missing:
@@ -130,22 +130,22 @@ def stage_status(request_id: str):
     _svc, req, files = _owned(request_id)
     out_files = []
     for f in files:
-        item: dict[str, Any] = {"path": f["path"], "state": f["state"]}
-        if f["started_at"] is not None:
-            item["startedAt"] = int(f["started_at"])
-        if f["finished_at"] is not None:
-            item["finishedAt"] = int(f["finished_at"])
-        if f["state"] == "FAILED":
-            item["error"] = f["error"] or "staging failed"
+        item: dict[str, Any] = {"path": f.path, "state": f.state}
+        if f.started_at is not None:
+            item["startedAt"] = int(f.started_at)
+        if f.finished_at is not None:
+            item["finishedAt"] = int(f.finished_at)
+        if f.state == "FAILED":
+            item["error"] = f.error or "staging failed"
         out_files.append(item)
     body: dict[str, Any] = {
-        "id": req["id"],
-        "createdAt": int(req["created_at"]),
-        "startedAt": int(req["started_at"] or req["created_at"]),
+        "id": req.id,
+        "createdAt": int(req.created_at),
+        "startedAt": int(req.started_at or req.created_at),
         "files": out_files,
     }
-    if all(f["state"] in FINAL for f in files):
-        body["completedAt"] = int(max(f["finished_at"] or req["created_at"] for f in files))
+    if all(f.state in FINAL for f in files):
+        body["completedAt"] = int(max(f.finished_at or req.created_at for f in files))
     return jsonify(body)
 
 
@@ -160,7 +160,7 @@ def cancel(request_id: str):
 @bp.delete("/stage/<request_id>")
 def delete(request_id: str):
     svc, _req, files = _owned(request_id)
-    svc.store.cancel_request_files(request_id, [f["path"] for f in files])
+    svc.store.cancel_request_files(request_id, [f.path for f in files])
     svc.store.delete_request(request_id)
     return Response(status=200, mimetype="text/plain")
 

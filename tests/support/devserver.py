@@ -108,8 +108,8 @@ def kill_recalls(state_dir: Path) -> None:
     store = Store(state_dir / STORE_FILE)
     try:
         for batch in store.running_batches():
-            if batch["pid"]:
+            if batch.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(batch["pid"], signal.SIGKILL)
+                    os.killpg(batch.pid, signal.SIGKILL)
     finally:
         store.close()
