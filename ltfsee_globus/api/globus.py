@@ -26,6 +26,7 @@ from ..placement import NoCopy, place
 from ..store import ACTIVE, DONE, FAILED, StoreUnavailable
 from .common import json_object, optional_str
 from .context import Services, services
+from .spec import ABS_PATH, STRING, errors, json_response, operation
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,29 @@ def poll(svc: Services, path: str, taskid: str | None, explicit: str | None) -> 
     return act(st)
 
 
+EEADM_ERRORS = errors(400, 403, 404, 413, 502, 503, 504)
+
+
 @bp.post("/globus_recall/globus_recall")
+@operation(
+    "Stage one file for Globus: resident, or archived while it is recalled",
+    {
+        "201": json_response(
+            {
+                "type": "object",
+                "required": ["state"],
+                "properties": {"state": {"enum": ["resident", "archived"]}},
+            },
+            "Created",
+        ),
+        **EEADM_ERRORS,
+    },
+    {
+        "type": "object",
+        "required": ["path"],
+        "properties": {"path": STRING, "globus_taskid": STRING, "library": STRING},
+    },
+)
 def globus_recall():
     svc = services()
     authenticate(request, svc.settings.AUTH_KEY)
@@ -182,6 +205,28 @@ def globus_recall():
 
 
 @bp.post("/file_state/file_state")
+@operation(
+    "eeadm file state of one file",
+    {
+        "201": json_response(
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "state": {"enum": ["R", "P", "M"]},
+                        "replicas": {"type": "integer"},
+                        "tapes": {"type": "array", "items": STRING},
+                        "path": STRING,
+                    },
+                },
+            },
+            "Created",
+        ),
+        **EEADM_ERRORS,
+    },
+    {"type": "object", "required": ["path"], "properties": {"path": ABS_PATH}},
+)
 def file_state():
     svc = services()
     authenticate(request, svc.settings.AUTH_KEY)

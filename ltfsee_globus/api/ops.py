@@ -9,6 +9,7 @@ from ..errors import problem
 from ..health import readiness, stager_running
 from ..metrics import store_metrics
 from .context import Services, services
+from .spec import OBJECT, STRING, errors, json_response, operation
 
 bp = Blueprint("ops", __name__)
 
@@ -21,11 +22,17 @@ def status_summary(svc: Services) -> dict:
 
 
 @bp.get("/healthz")
+@operation("Liveness", {"200": json_response(OBJECT)}, secured=False)
 def healthz():
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
+@operation(
+    "Readiness: roots mounted, the store takes writes, a stager runs, eeadm answers",
+    {"200": json_response(OBJECT), **errors(503)},
+    secured=False,
+)
 def readyz():
     """200 when this instance can do its work; 503 naming what stops it."""
     svc = services()
@@ -38,6 +45,7 @@ def readyz():
 
 
 @bp.get("/api/status")
+@operation("Queue, batches and stager state", {"200": json_response(OBJECT)})
 def status():
     svc = services()
     authenticate(request, svc.settings.AUTH_KEY)
@@ -45,6 +53,11 @@ def status():
 
 
 @bp.get("/metrics")
+@operation(
+    "Prometheus metrics",
+    {"200": {"description": "OK", "content": {"text/plain": {"schema": STRING}}}},
+    secured=False,
+)
 def metrics():
     svc = services()
     running = stager_running(svc.settings.state_dir)

@@ -21,6 +21,7 @@ from ..auth import (
 )
 from ..health import human_age, status_report
 from .context import services
+from .spec import HTML, REDIRECT, SECURED, STRING, errors, operation
 
 bp = Blueprint("page", __name__, template_folder="../templates")
 bp.add_app_template_filter(human_age, "age")
@@ -39,6 +40,12 @@ def _login_page(status: int, message: str | None = None) -> Response:
 
 
 @bp.get("/")
+@operation(
+    "Status page (HTML); the login form without a key or session",
+    {"200": HTML, "401": HTML},
+    secured=False,
+    security=[*SECURED, {"session": []}, {}],
+)
 def status_page():
     svc = services()
     user = page_user(request, svc.settings.AUTH_KEY)
@@ -61,6 +68,19 @@ def status_page():
 
 
 @bp.post("/login")
+@operation(
+    "Log in to the status page: sets the session cookie",
+    {"303": REDIRECT, "400": HTML, "401": HTML, **errors(413)},
+    secured=False,
+    requestBody={
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "properties": {"key": STRING}}
+            }
+        },
+    },
+)
 def login():
     """Check a key typed into the form; on success set the session cookie."""
     svc = services()
@@ -85,6 +105,7 @@ def login():
 
 
 @bp.post("/logout")
+@operation("End the session", {"303": REDIRECT}, secured=False)
 def logout():
     resp = redirect("/", code=303)
     resp.delete_cookie(SESSION_COOKIE, path="/")

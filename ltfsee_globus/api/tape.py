@@ -22,6 +22,17 @@ from ..store import FINAL
 from .common import json_object
 from .context import Services, services
 from .globus import require_file
+from .spec import (
+    EMPTY,
+    OBJECT,
+    PATHS_BODY,
+    REQUEST_ID,
+    STRING,
+    TIMESTAMP,
+    errors,
+    json_response,
+    operation,
+)
 
 bp = Blueprint("tape", __name__)
 wellknown = Blueprint("wellknown", __name__)
@@ -34,6 +45,30 @@ def _root(svc: Services) -> str:
 
 
 @wellknown.get("/.well-known/wlcg-tape-rest-api")
+@operation(
+    "WLCG Tape REST API discovery",
+    {
+        "200": json_response(
+            {
+                "type": "object",
+                "required": ["sitename", "endpoints"],
+                "properties": {
+                    "sitename": STRING,
+                    "description": STRING,
+                    "endpoints": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["uri", "version"],
+                            "properties": {"uri": STRING, "version": STRING, "metadata": OBJECT},
+                        },
+                    },
+                },
+            }
+        )
+    },
+    secured=False,
+)
 def discovery():
     """Where the API is, as the client reached us (ProxyFix applies X-Forwarded-*)."""
     svc = services()
@@ -98,6 +133,38 @@ def _in_request(files, paths: list[str]) -> list[str]:
 
 
 @bp.post("/stage")
+@operation(
+    "Create a stage request",
+    {
+        "201": {
+            **json_response(
+                {"type": "object", "required": ["requestId"], "properties": {"requestId": STRING}},
+                "Created",
+            ),
+            "headers": {"Location": {"schema": STRING}},
+        },
+        **errors(400, 413),
+    },
+    {
+        "type": "object",
+        "required": ["files"],
+        "properties": {
+            "files": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["path"],
+                    "properties": {
+                        "path": STRING,
+                        "diskLifetime": {"type": "integer"},
+                        "targetedMetadata": OBJECT,
+                    },
+                },
+            }
+        },
+    },
+)
 def stage():
     svc = services()
     owner = authenticate(request, svc.settings.AUTH_KEY)
@@ -125,7 +192,40 @@ def stage():
     return resp
 
 
+FILE_STATUS = {
+    "type": "object",
+    "required": ["path", "state"],
+    "properties": {
+        "path": STRING,
+        "state": {"enum": ["SUBMITTED", "STARTED", "COMPLETED", "FAILED", "CANCELLED"]},
+        "startedAt": TIMESTAMP,
+        "finishedAt": TIMESTAMP,
+        "error": STRING,
+    },
+}
+
+
 @bp.get("/stage/<request_id>")
+@operation(
+    "Progress of a stage request",
+    {
+        "200": json_response(
+            {
+                "type": "object",
+                "required": ["id", "createdAt", "startedAt", "files"],
+                "properties": {
+                    "id": STRING,
+                    "createdAt": TIMESTAMP,
+                    "startedAt": TIMESTAMP,
+                    "completedAt": TIMESTAMP,
+                    "files": {"type": "array", "items": FILE_STATUS},
+                },
+            }
+        ),
+        **errors(404),
+    },
+    params=REQUEST_ID,
+)
 def stage_status(request_id: str):
     _svc, req, files = _owned(request_id)
     out_files = []
@@ -150,6 +250,12 @@ def stage_status(request_id: str):
 
 
 @bp.post("/stage/<request_id>/cancel")
+@operation(
+    "Cancel files of a stage request",
+    {"200": EMPTY, **errors(400, 404, 413)},
+    PATHS_BODY,
+    params=REQUEST_ID,
+)
 def cancel(request_id: str):
     svc, _req, files = _owned(request_id)
     paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
@@ -158,6 +264,7 @@ def cancel(request_id: str):
 
 
 @bp.delete("/stage/<request_id>")
+@operation("Cancel and forget a stage request", {"200": EMPTY, **errors(404)}, params=REQUEST_ID)
 def delete(request_id: str):
     svc, _req, files = _owned(request_id)
     svc.store.cancel_request_files(request_id, [f.path for f in files])
@@ -166,6 +273,12 @@ def delete(request_id: str):
 
 
 @bp.post("/release/<request_id>")
+@operation(
+    "Release files of a stage request (recorded; nothing is evicted)",
+    {"200": EMPTY, **errors(400, 404, 413)},
+    PATHS_BODY,
+    params=REQUEST_ID,
+)
 def release(request_id: str):
     """Recorded only: nothing is evicted from disk (see README)."""
     svc, _req, files = _owned(request_id)
@@ -175,6 +288,29 @@ def release(request_id: str):
 
 
 @bp.post("/archiveinfo")
+@operation(
+    "Where files are: disk, tape or both",
+    {
+        "200": json_response(
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["path"],
+                    "properties": {
+                        "path": STRING,
+                        "error": STRING,
+                        "locality": {
+                            "enum": ["DISK", "TAPE", "DISK_AND_TAPE", "LOST", "NONE", "UNAVAILABLE"]
+                        },
+                    },
+                },
+            }
+        ),
+        **errors(400, 413, 502, 503, 504),
+    },
+    PATHS_BODY,
+)
 def archiveinfo():
     svc = services()
     authenticate(request, svc.settings.AUTH_KEY)
