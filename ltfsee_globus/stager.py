@@ -80,13 +80,25 @@ class StagerLock:
         return False
 
 
+#: /proc/PID/stat flag of a kernel thread (its command line is empty too).
+PF_KTHREAD = 0x00200000
+
+
 def _process_alive(pid: int, marker: str) -> bool:
-    """True if `pid` runs and its command line mentions `marker` (not a reused pid)."""
+    """True if `pid` runs and its command line mentions `marker` (not a reused pid).
+
+    A process between two exec()s (sudo starting eeadm, a wrapper script)
+    shows an empty command line for a moment: that is still our process. A
+    zombie shows one too, and is gone."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return marker.encode() in cmdline
+    fields = stat.rpartition(")")[2].split()  # state, ppid, ..., flags (7th)
+    if fields[0] == "Z" or int(fields[6]) & PF_KTHREAD:  # gone, or a reused pid
+        return False
+    return not cmdline or marker.encode() in cmdline
 
 
 class Stager:

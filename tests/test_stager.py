@@ -2,12 +2,14 @@
 
 import logging
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from ltfsee_globus.api.context import services
 from ltfsee_globus.sim.library import Library
-from ltfsee_globus.stager import Stager, StagerLock
+from ltfsee_globus.stager import Stager, StagerLock, _process_alive
 from ltfsee_globus.store import DONE, FAILED, QUEUED
 
 
@@ -236,3 +238,32 @@ def test_progress_marks_files_already_on_disk_while_the_batch_runs(staged, sim):
     assert len(sim.invocations("file state")) == calls + 1  # one call for the whole batch
     assert [svc.store.lookup(p).status for p in m] == [DONE, DONE, "recalling", "recalling"]
     assert svc.store.batch(batch_id).status == "running"
+
+
+def test_a_recall_between_two_execs_is_still_alive(tmp_path):
+    """sudo starting eeadm (or a wrapper exec'ing the real tool) shows an empty
+    command line for a moment; adoption must not take that for the end."""
+    marker = str(tmp_path / "7.list")
+
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+
+    last = f"{sys.executable} -c 'import time; time.sleep(0.3)' {marker}"
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", f'sleep 0.2; exec /bin/sh -c "sleep 0.2; exec {last}" {marker}', marker]
+    )
+    answers = []
+    try:
+        while proc.poll() is None:
+            before = running(proc.pid)
+            alive = _process_alive(proc.pid, marker)
+            if before and running(proc.pid):
+                answers.append(alive)
+    finally:
+        proc.wait()
+    assert answers and all(answers)  # through both execs, while it ran
+    assert not _process_alive(proc.pid, marker)  # reaped: gone
+    assert not _process_alive(1, marker)  # a process that is not our recall
