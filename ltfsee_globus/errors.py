@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from .eeadm import EeadmError
 from .paths import OutsideRoots, PathRefused
+from .staging import FileSystemError, NoSuchFile, RecallFailed, UnusableState
 from .store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,22 @@ def register_error_handlers(app: Flask) -> None:
         if exc.status == 401:  # RFC 9110: say how to authenticate
             resp.headers["WWW-Authenticate"] = 'Bearer realm="ltfsee-globus"'
         return resp
+
+    #: domain errors -> (status, title)
+    domain: dict[type[Exception], tuple[int, str]] = {
+        NoSuchFile: (404, "Not Found"),
+        RecallFailed: (502, "Recall failed"),
+        UnusableState: (502, "Unusable file state"),
+        FileSystemError: (503, "File system error"),
+    }
+    for kind, (status, title) in domain.items():
+        app.register_error_handler(
+            kind, lambda exc, s=status, t=title: _api_error(ApiError(s, t, str(exc)))
+        )
+
+    @app.errorhandler(EeadmError)
+    def _eeadm_error(exc: EeadmError) -> Response:
+        return _api_error(ApiError.from_eeadm(exc))
 
     @app.errorhandler(PathRefused)
     def _path_refused(exc: PathRefused) -> Response:

@@ -24,8 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-from flask_caching import Cache
+from typing import Any, Protocol
 
 from .eeadm import Eeadm, EeadmError
 from .parse import FileState, StateError
@@ -33,6 +32,14 @@ from .parse import FileState, StateError
 log = logging.getLogger(__name__)
 
 Outcome = FileState | StateError
+
+
+class StateCache(Protocol):
+    """Where looked-up states are kept for a while (a flask-caching Cache)."""
+
+    def get(self, key: str) -> Any: ...
+
+    def set_many(self, mapping: dict[str, Any], timeout: int | None = None) -> Any: ...
 
 
 class LookupBusy(EeadmError):
@@ -54,7 +61,7 @@ class StateLookup:
     def __init__(
         self,
         eeadm: Eeadm,
-        cache: Cache,
+        cache: StateCache,
         *,
         max_files: int,
         clock: Callable[[], float] = time.time,

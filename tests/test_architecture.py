@@ -14,6 +14,8 @@ CORE = [
     "parse",
     "paths",
     "placement",
+    "lookup",
+    "staging",
     "store",
     "prefetch",
     "stager",

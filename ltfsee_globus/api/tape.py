@@ -18,10 +18,10 @@ from ..eeadm import EeadmError
 from ..errors import ApiError
 from ..parse import FileState
 from ..paths import PathRefused, check_managed, normalise
+from ..staging import FileSystemError, NoSuchFile, require_file
 from ..store import FINAL
 from .common import json_object
 from .context import Services, services
-from .globus import require_file
 from .spec import (
     EMPTY,
     OBJECT,
@@ -325,8 +325,8 @@ def archiveinfo():
             continue
         try:
             require_file(path)
-        except ApiError as exc:
-            answers.append({"path": path, "error": exc.detail or exc.title})
+        except (NoSuchFile, PathRefused, FileSystemError) as exc:
+            answers.append({"path": path, "error": str(exc)})
             continue
         answers.append({"path": path})
         to_ask.append(path)
