@@ -54,6 +54,7 @@ class Settings:
     BATCH_MAX_WAIT: float = 60.0
     BATCH_MAX_FILES: int = 5000
     RECALL_CONCURRENCY: int = 2
+    TAPE_DRIVES: int = 0
     RECALL_MAX_ATTEMPTS: int = 3
     RECALL_RETRY_DELAY: float = 60.0
     FAILED_RETENTION: float = 3600.0
@@ -233,6 +234,8 @@ def validate(s: Settings) -> None:
     ):
         if getattr(s, name) < 0:
             problems.append(f"{name} must not be negative")
+    if s.TAPE_DRIVES < 0:
+        problems.append("TAPE_DRIVES must not be negative (0: not known)")
     if max(s.VERIFIED_TTL, s.FAILED_RETENTION) > s.RETENTION_DAYS * 86400:
         problems.append(
             "RETENTION_DAYS must keep records at least as long as VERIFIED_TTL and "

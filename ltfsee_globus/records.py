@@ -59,6 +59,7 @@ class Batch:
     ended_at: float | None
     outcome: str | None  # succeeded, partial, failed
     detail: str | None
+    tape: str | None  # the one tape it reads (TAPE_DRIVES), else None
 
 
 @dataclass(frozen=True)

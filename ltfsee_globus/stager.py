@@ -7,6 +7,14 @@ RECALL_CONCURRENCY recalls running, verifies each finished batch with batched
 `eeadm file state -s` calls, and retries what is still not on disk with
 back-off before marking it failed. It also runs the tape-aware prefetcher.
 
+By default a batch takes every tape ready in a library and EE shares them
+over its drives. A site that knows how many drives a library gives our
+recalls sets TAPE_DRIVES: then each recall reads one tape, at most
+TAPE_DRIVES run at once, a drive that finished a tape keeps it while files
+for it are queued, and a free drive takes the tape with the most queued
+files. That is the choice EE makes oldest-first; made on counts, it lets
+thin tapes gather files while fat ones are read (bench/online_model.py).
+
 One stager runs per STATE_DIR (an flock on `stager.lock`). A recall's output
 goes to a file, not a pipe, so `eeadm` keeps running if we die; on start-up
 the stager adopts a batch whose process is still alive and verifies one whose
@@ -20,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -120,6 +129,8 @@ class Stager:
         self._wake = threading.Event()
         self._progress_at = 0.0
         self._pruned_at = 0.0
+        #: (library, tape) of one-tape recalls just finished: the drive still holds it
+        self._freed: deque[tuple[str, str]] = deque()
 
     # -- the loop ---------------------------------------------------------------
     def run(self, stop: threading.Event, lock_retry: float = 5.0) -> None:
@@ -173,16 +184,22 @@ class Stager:
         next_due = float("inf")
         # polls whose file states are being looked up will queue more files soon
         busy = self.store.lookups_running(s.EEADM_TIMEOUT)
+        freed = self._take_freed()
         for row in self.store.queued_by_library():
             newest = now if busy else row.newest
             ready, due_at = row.n, self.due_at(row.oldest, newest)
-            while (ready >= s.BATCH_MAX_FILES or due_at <= now) and self._free_slots() > 0:
-                claimed = self.store.claim(row.library, s.BATCH_MAX_FILES)
-                if claimed is None:
-                    break
-                self.start_batch(*claimed, library=row.library)
-                ready -= len(claimed[1])
-            if ready:
+            due = ready >= s.BATCH_MAX_FILES or due_at <= now
+            if s.TAPE_DRIVES:
+                self._dispatch_by_tape(row.library, due, freed.get(row.library, []))
+            else:
+                while due and self._free_slots() > 0:
+                    claimed = self.store.claim(row.library, s.BATCH_MAX_FILES)
+                    if claimed is None:
+                        break
+                    self.start_batch(*claimed, library=row.library)
+                    ready -= len(claimed[1])
+                    due = ready >= s.BATCH_MAX_FILES or due_at <= now
+            if due_at > now:  # once due, what is left waits for a recall to end (a wake)
                 next_due = min(next_due, due_at - now)
         retry_at = self.store.next_retry_at()
         if retry_at is not None:
@@ -200,6 +217,32 @@ class Stager:
 
     def _free_slots(self) -> int:
         return self.settings.RECALL_CONCURRENCY - len(self.store.running_batches())
+
+    def _dispatch_by_tape(self, library: str, due: bool, freed: list[str]) -> None:
+        """TAPE_DRIVES: one recall per tape, at most TAPE_DRIVES in the library at
+        once. A tape whose recall just ended goes again at once if files for it
+        are queued (its drive holds it: no mount); once the queue is due, free
+        drives take the tapes with the most queued files (oldest first on a tie)."""
+        running = [b for b in self.store.running_batches() if b.library == library]
+        free = self.settings.TAPE_DRIVES - len(running)
+        busy = {b.tape for b in running}
+        queued = self.store.queued_tapes(library)
+        order = [t for t in dict.fromkeys(freed) if t in queued and t not in busy]
+        if due:
+            rest = [t for t in queued if t not in busy and t not in order]
+            order += sorted(rest, key=lambda t: (-queued[t][0], queued[t][1], t))
+        for tape in order[: max(free, 0)]:
+            claimed = self.store.claim(library, self.settings.BATCH_MAX_FILES, tape=tape)
+            if claimed is not None:
+                self.start_batch(*claimed, library=library)
+
+    def _take_freed(self) -> dict[str, list[str]]:
+        """The tapes of one-tape recalls that ended since the last pass, per library."""
+        out: dict[str, list[str]] = {}
+        while self._freed:
+            library, tape = self._freed.popleft()
+            out.setdefault(library, []).append(tape)
+        return out
 
     def _reap(self) -> None:
         for batch_id, thread in list(self._threads.items()):
@@ -267,6 +310,10 @@ class Stager:
             self.finish(batch_id, output, failure)
         except StoreUnavailable as exc:
             log.warning("batch %d: result not recorded, verified again later: %s", batch_id, exc)
+        else:
+            batch = self.store.batch(batch_id)
+            if batch is not None and batch.tape is not None:
+                self._freed.append((batch.library, batch.tape))
         self._wake.set()
 
     def _adopt(self, batch_id: int, pid: int, marker: str) -> None:

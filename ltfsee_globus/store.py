@@ -350,8 +350,21 @@ class Store:
         )
         return row[0]
 
-    def claim(self, library: str, max_files: int) -> tuple[int, list[str]] | None:
-        """Move up to max_files ready files of a library into a new running batch.
+    def queued_tapes(self, library: str) -> dict[str, tuple[int, float]]:
+        """Per tape of a library (a file of unknown tape counts as its own): the
+        files ready to go and when the oldest of them was queued."""
+        rows = self.conn().execute(
+            "SELECT coalesce(tape, path), count(*), min(queued_at) FROM files "
+            "WHERE status = ? AND library = ? AND not_before <= ? GROUP BY 1",
+            (QUEUED, library, self.clock()),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def claim(
+        self, library: str, max_files: int, tape: str | None = None
+    ) -> tuple[int, list[str]] | None:
+        """Move up to max_files ready files of a library (of one tape, if given)
+        into a new running batch.
 
         Whole tapes go together, the tape of the longest-waiting file first, so
         that when more is ready than one batch takes, no tape is split over
@@ -359,20 +372,22 @@ class Store:
         now = self.clock()
         with self._tx() as c:
             rows = c.execute(
-                "SELECT path, coalesce(tape, path), queued_at FROM files "
-                "WHERE status = ? AND library = ? AND not_before <= ?",
-                (QUEUED, library, now),
+                "SELECT path, coalesce(tape, path) AS t, queued_at FROM files "
+                "WHERE status = ? AND library = ? AND not_before <= ? "
+                "AND (?4 IS NULL OR coalesce(tape, path) = ?4)",
+                (QUEUED, library, now, tape),
             ).fetchall()
             if not rows:
                 return None
             since: dict[str, float] = {}
-            for _, tape, queued_at in rows:
-                since[tape] = min(since.get(tape, queued_at), queued_at)
+            for _, t, queued_at in rows:
+                since[t] = min(since.get(t, queued_at), queued_at)
             rows.sort(key=lambda r: (since[r[1]], r[1], r[2], r[0]))
             paths = [r[0] for r in rows[:max_files]]
             cur = c.execute(
-                "INSERT INTO batches (library, status, n_files, started_at) VALUES (?,?,?,?)",
-                (library, "running", len(paths), now),
+                "INSERT INTO batches (library, status, n_files, started_at, tape) "
+                "VALUES (?,?,?,?,?)",
+                (library, "running", len(paths), now, tape),
             )
             batch_id = int(cur.lastrowid or 0)
             c.executemany(

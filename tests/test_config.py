@@ -66,6 +66,7 @@ def test_named_keys_for_rotation(good):
         ({"LOGLEVEL": "chatty"}, "LOGLEVEL"),
         ({"STAGER": "sometimes"}, "STAGER"),
         ({"BATCH_MAX_FILES": 0}, "BATCH_MAX_FILES must be greater than 0"),
+        ({"TAPE_DRIVES": -1}, "TAPE_DRIVES must not be negative"),
     ],
 )
 def test_bad_settings_fail_fast_with_a_clear_message(good, override, message):

@@ -267,3 +267,108 @@ def test_a_recall_between_two_execs_is_still_alive(tmp_path):
     assert answers and all(answers)  # through both execs, while it ran
     assert not _process_alive(proc.pid, marker)  # reaped: gone
     assert not _process_alive(1, marker)  # a process that is not our recall
+
+
+@pytest.fixture
+def gated(fake_eeadm, sim, tmp_path):
+    """(eeadm command whose recalls wait until `open_gate()`, open_gate)."""
+    gate = tmp_path / "gate"
+    cmd = fake_eeadm(f"""\
+        if [ "$1" = recall ]; then while [ ! -e {gate} ]; do sleep 0.02; done; fi
+        exec {" ".join(sim.command)} "$@"
+        """)
+    return cmd, gate.touch
+
+
+def by_tape(sim) -> list[list[str]]:
+    """The migrated files of each tape, tapes in name order."""
+    tapes = sim.tapes()
+    out: dict[str, list[str]] = {}
+    for p in sim.files("M"):
+        out.setdefault(tapes[p], []).append(p)
+    return [out[t] for t in sorted(out)]
+
+
+def ask(svc, sim, clock, paths):
+    tapes = sim.tapes()
+    for p in paths:
+        svc.store.request(p, "", "globus", "t", tape=tapes[p])
+        clock.advance(1)
+
+
+def running_tapes(svc) -> dict[str, int]:
+    return {b.tape: b.n_files for b in svc.store.running_batches()}
+
+
+def test_a_full_house_waits_for_a_recall_to_end_without_spinning(staged, sim, gated):
+    """Slots full and the queue due: the loop sleeps until a recall ends (which
+    wakes it) instead of asking the store again at once."""
+    cmd, open_gate = gated
+    svc, stager = staged(EEADM_COMMAND=cmd, RECALL_CONCURRENCY=1, BATCH_MAX_FILES=1)
+    queue(svc, sim.files("M")[:2])
+    assert stager.step() > 0
+    assert len(svc.store.running_batches()) == 1
+    open_gate()
+    stager.wait_idle()
+
+
+def test_tape_drives_one_tape_per_recall_most_queued_first(staged, sim, gated, clock):
+    cmd, open_gate = gated
+    svc, stager = staged(EEADM_COMMAND=cmd, TAPE_DRIVES=2, BATCH_WINDOW=10, BATCH_QUIET=0)
+    a, b, c = by_tape(sim)
+    tape = sim.tapes()
+    ask(svc, sim, clock, c[:1])  # the oldest, but alone on its tape
+    ask(svc, sim, clock, a[:5])
+    ask(svc, sim, clock, b[:3])
+    stager.step()
+    assert sim.invocations("recall") == []  # not due yet
+    clock.advance(10)
+    stager.step()
+    assert running_tapes(svc) == {tape[a[0]]: 5, tape[b[0]]: 3}
+    for batch in svc.store.running_batches():
+        assert {tape[p] for p in svc.store.batch_files(batch.id)} == {batch.tape}
+    assert svc.store.lookup(c[0]).status == QUEUED  # two drives, both busy
+    open_gate()
+    stager.wait_idle()
+    run_step(stager)
+    assert [svc.store.lookup(p).status for p in a[:5] + b[:3] + c[:1]] == [DONE] * 9
+    assert len(sim.invocations("recall")) == 3
+
+
+def test_tape_drives_never_two_recalls_of_one_tape(staged, sim, gated, clock):
+    cmd, open_gate = gated
+    svc, stager = staged(EEADM_COMMAND=cmd, TAPE_DRIVES=2, BATCH_WINDOW=0, BATCH_QUIET=0)
+    a, _, _ = by_tape(sim)
+    ask(svc, sim, clock, a[:2])
+    stager.step()
+    ask(svc, sim, clock, a[2:3])
+    stager.step()
+    assert running_tapes(svc) == {sim.tapes()[a[0]]: 2}  # a drive free, but the tape is busy
+    assert svc.store.lookup(a[2]).status == QUEUED
+    open_gate()
+    stager.wait_idle()
+    run_step(stager)
+    assert svc.store.lookup(a[2]).status == DONE
+
+
+def test_tape_drives_a_drive_keeps_its_tape_while_files_for_it_wait(staged, sim, gated, clock):
+    """The tape just read is still in its drive: its newly queued file goes next
+    (a read), even when another tape has more files waiting (a mount)."""
+    cmd, open_gate = gated
+    svc, stager = staged(EEADM_COMMAND=cmd, TAPE_DRIVES=1, BATCH_WINDOW=0, BATCH_QUIET=0)
+    a, _, c = by_tape(sim)
+    tape = sim.tapes()
+    ask(svc, sim, clock, a[:2])
+    stager.step()
+    ask(svc, sim, clock, a[2:3])
+    ask(svc, sim, clock, c[:3])
+    stager.step()
+    assert running_tapes(svc) == {tape[a[0]]: 2}
+    open_gate()
+    stager.wait_idle()
+    stager.step()
+    assert running_tapes(svc) == {tape[a[0]]: 1}
+    stager.wait_idle()
+    run_step(stager)
+    assert running_tapes(svc) == {}
+    assert {svc.store.lookup(p).status for p in a[:3] + c[:3]} == {DONE}
