@@ -2,12 +2,14 @@
 
 Each workload (a whole tree, one folder, a filter, a few picked files, users at
 once, a WLCG bulk request beside Globus) runs on both tape layouts in every
-mode: `evidence` (this build, shipped defaults), `off` (PREFETCH=false) and
+mode: `evidence` (this build, shipped defaults), `off` (PREFETCH=false),
 `legacy` (the release before evidence prefetch, from git, its shipped
-defaults). For each it reports makespan / oracle (the simulator given exactly
-the files the clients ask for, in one recall), mounts / optimum (distinct
-tapes of those files), waste (bytes read that no client asked for / bytes
-asked for), time to the first asked file on disk, and drive-hours.
+defaults) and, when asked for, `drives` (this build told the library's drive
+count, TAPE_DRIVES: a site fact the shipped defaults do not know). For
+each it reports makespan / oracle (the simulator given exactly the files
+the clients ask for, in one recall), mounts / optimum (distinct tapes of
+those files), waste (bytes read that no client asked for / bytes asked
+for), time to the first asked file on disk, and drive-hours.
 
     python bench/workloads.py --quick      # a representative subset, a few minutes
     python bench/workloads.py              # everything (about two hours)
@@ -66,7 +68,9 @@ POLL = 60.0  # simulated seconds between two polls of one file (Globus and FTS a
 #: The last release before evidence prefetch ("today's prefetch" in issue 9).
 LEGACY_REF = "fbffadd"
 
-MODES = ("evidence", "off", "legacy")
+MODES = ("evidence", "off", "legacy", "drives")
+#: Modes run unless --modes says otherwise (issue 9's three rows).
+DEFAULT_MODES = ("evidence", "off", "legacy")
 #: Settings that are durations: shipped defaults in simulated seconds, scaled to wall time.
 TIMERS = (
     "BATCH_WINDOW",
@@ -290,8 +294,11 @@ def legacy_tree(work: Path, ref: str) -> Path:
     return dest
 
 
-def service_env(mode: str, scale: float, tmp: Path, lib_root: Path, command: list[str]) -> dict:
-    """The shipped defaults, timers scaled to the simulated clock; only PREFETCH differs."""
+def service_env(
+    mode: str, scale: float, tmp: Path, lib_root: Path, command: list[str], drives: int
+) -> dict:
+    """The shipped defaults, timers scaled to the simulated clock; only PREFETCH (off)
+    and TAPE_DRIVES (drives: the library's drive count) differ."""
     defaults = {f.name: f.default for f in fields(Settings) if f.name in TIMERS}
     env = {k: str(v / scale) for k, v in defaults.items()}
     env["STAGER_POLL"] = str(max(defaults["STAGER_POLL"] / scale, MIN_STAGER_POLL))
@@ -305,6 +312,8 @@ def service_env(mode: str, scale: float, tmp: Path, lib_root: Path, command: lis
         ACCESS_LOG="false",
         PREFETCH="false" if mode == "off" else "true",
     )
+    if mode == "drives":
+        env["TAPE_DRIVES"] = str(drives)
     return env
 
 
@@ -416,7 +425,7 @@ def run(workload: Workload, placement: str, mode: str, args, work: Path) -> dict
     calls = tmp / "calls.log"
     command = devserver.eeadm_wrapper(tmp / "eeadm", lib_root, calls)
     root = legacy_tree(work, args.legacy_ref) if mode == "legacy" else ROOT
-    env = service_env(mode, scale, tmp, lib_root, command)
+    env = service_env(mode, scale, tmp, lib_root, command, workload.tree.drives)
     server = devserver.start(env, tmp / "gunicorn.log", root=root)
     lib = Library(lib_root)
     results = [ClientResult(len(c.files)) for c in clients]
@@ -571,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"only {QUICK}")
     ap.add_argument("--workloads", nargs="+", default=full, choices=names)
     ap.add_argument("--layouts", nargs="+", default=["clustered", "random"])
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), choices=MODES)
     ap.add_argument("--real-seconds", type=float, default=None, help="wall seconds per oracle")
     ap.add_argument(
         "--max-scale",

@@ -140,7 +140,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 }
                 for b in report["running_batches"]
             ],
-            ["id", "library", "done", "age", "eta", "pid"],
+            ["id", "library", "tape", "done", "age", "eta", "pid"],
         ),
         (
             "retrying",
@@ -179,7 +179,8 @@ def cmd_files(args: argparse.Namespace) -> int:
 def cmd_batches(args: argparse.Namespace) -> int:
     with _store() as store:
         rows = store.batches(limit=args.limit)
-    return _show(rows, ["id", "library", "status", "files_done", "n_files", "outcome"], args.json)
+    columns = ["id", "library", "tape", "status", "files_done", "n_files", "outcome"]
+    return _show(rows, columns, args.json)
 
 
 def cmd_change(args: argparse.Namespace) -> int:

@@ -79,6 +79,7 @@ def test_files_and_batches_filter(site):
         ("done", "partial", 1)
     ]
     assert "partial" in run("batches").stdout
+    assert batches[0]["tape"] is None and "tape" in run("batches").stdout.splitlines()[0]
 
 
 def test_retry_forget_cancel_change_the_store_and_are_recorded(site):

@@ -112,6 +112,7 @@ def test_status_page_in_chromium(busy_site, browser, artifacts, headers, wait_fo
     assert files["queued_tape"] in text("queue")
     running = browser.find_element(By.ID, "running")
     assert running.find_elements(By.TAG_NAME, "progress") and "0/3" in running.text
+    assert "every ready tape" in running.text  # TAPE_DRIVES unset: one recall, many tapes
     failures = text("failures")
     assert files["damaged"] in failures and "after 1 attempt(s)" in failures
     assert "recall" in text("eeadm") and "file state" in text("eeadm")
