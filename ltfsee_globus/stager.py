@@ -234,7 +234,7 @@ class Stager:
         for tape in order[: max(free, 0)]:
             claimed = self.store.claim(library, self.settings.BATCH_MAX_FILES, tape=tape)
             if claimed is not None:
-                self.start_batch(*claimed, library=library)
+                self.start_batch(*claimed, library=library, tape=tape)
 
     def _take_freed(self) -> dict[str, list[str]]:
         """The tapes of one-tape recalls that ended since the last pass, per library."""
@@ -261,7 +261,9 @@ class Stager:
     def _files(self, batch_id: int) -> tuple[Path, Path]:
         return self.batch_dir / f"{batch_id}.list", self.batch_dir / f"{batch_id}.log"
 
-    def start_batch(self, batch_id: int, paths: list[str], library: str) -> None:
+    def start_batch(
+        self, batch_id: int, paths: list[str], library: str, tape: str | None = None
+    ) -> None:
         list_file, _ = self._files(batch_id)
         tmp = list_file.with_suffix(".tmp")
         try:
@@ -271,10 +273,11 @@ class Stager:
             log.warning("batch %d: cannot write its file list: %s", batch_id, exc.strerror)
             return
         log.info(
-            "batch %d: recalling %d file(s)%s",
+            "batch %d: recalling %d file(s)%s%s",
             batch_id,
             len(paths),
-            f" from library {library}" if library else "",
+            f" from tape {tape}" if tape else "",
+            f" in library {library}" if library else "",
         )
         thread = threading.Thread(
             target=self._run_batch,

@@ -312,7 +312,8 @@ def test_a_full_house_waits_for_a_recall_to_end_without_spinning(staged, sim, ga
     stager.wait_idle()
 
 
-def test_tape_drives_one_tape_per_recall_most_queued_first(staged, sim, gated, clock):
+def test_tape_drives_one_tape_per_recall_most_queued_first(staged, sim, gated, clock, caplog):
+    caplog.set_level(logging.INFO, logger="ltfsee_globus.stager")
     cmd, open_gate = gated
     svc, stager = staged(EEADM_COMMAND=cmd, TAPE_DRIVES=2, BATCH_WINDOW=10, BATCH_QUIET=0)
     a, b, c = by_tape(sim)
@@ -328,6 +329,7 @@ def test_tape_drives_one_tape_per_recall_most_queued_first(staged, sim, gated, c
     for batch in svc.store.running_batches():
         assert {tape[p] for p in svc.store.batch_files(batch.id)} == {batch.tape}
     assert svc.store.lookup(c[0]).status == QUEUED  # two drives, both busy
+    assert f"recalling 5 file(s) from tape {tape[a[0]]}" in caplog.text
     open_gate()
     stager.wait_idle()
     run_step(stager)
