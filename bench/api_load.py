@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(r), flush=True)
         finally:
             server.stop()
-            devserver.kill_recalls(tmp / "state")  # the never-ending recall
+            devserver.kill_recalls(server.env)  # the never-ending recall
     print("\n| file | connections | requests/s | p50 ms | p99 ms | non-2xx | eeadm calls |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -36,8 +36,9 @@ from pathlib import Path
 import requests
 from harness import devserver
 
+from ltfsee_globus.config import STORE_FILE
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
-from ltfsee_globus.store import DONE, STORE_FILE, Store, Update
+from ltfsee_globus.store import DONE, Update
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 KEY = "bench-key"
@@ -47,7 +48,7 @@ DAY = 86400.0
 
 def prefill(db: Path, n: int, finished_at: float) -> float:
     """n done files (and their requesters), finished at `finished_at`; seconds taken."""
-    Store(db).close()  # the schema
+    devserver.open_store({"STATE_DIR": str(db.parent)}).close()  # the schema
     t = time.monotonic()
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")
@@ -146,13 +147,13 @@ def cost(tmp: Path, state: Path, fs: Path, migrated: list[str], command: str, se
         return out
     finally:
         server.stop()
-        devserver.kill_recalls(state)
+        devserver.kill_recalls(server.env)
 
 
 def growth(tmp: Path, state: Path, fs: Path, command: str, rate: int, minutes: float, **extra):
     """Store size every 10 s while finished records arrive at `rate` per second."""
     server = serve(tmp, state, fs, command, **extra)
-    store = Store(state / STORE_FILE)
+    store = devserver.open_store(server.env)
     samples = [(0, size(state))]
     try:
         t0 = time.monotonic()
@@ -162,10 +163,10 @@ def growth(tmp: Path, state: Path, fs: Path, command: str, rate: int, minutes: f
             paths = [f"/gpfs/new/{state.name}/f{n + i:09d}" for i in range(rate)]
             n += rate
             for p in paths:
-                store.request(p, "", "globus", "bench", size=10**9, tape="T00002L8")
-            batch = store.claim("", rate)
+                store.polls.request(p, "", "globus", "bench", size=10**9, tape="T00002L8")
+            batch = store.queue.claim("", rate)
             if batch is not None:
-                store.finish_batch(
+                store.queue.finish_batch(
                     batch[0],
                     outcome="succeeded",
                     detail="",
@@ -176,11 +177,11 @@ def growth(tmp: Path, state: Path, fs: Path, command: str, rate: int, minutes: f
             if elapsed >= len(samples) * 10:
                 samples.append((round(elapsed), size(state)))
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
-        counts = store.counts()["files"]
+        counts = store.ops.counts().files
     finally:
         store.close()
         server.stop()
-        devserver.kill_recalls(state)
+        devserver.kill_recalls(server.env)
     return {"added": n, "files_left": counts, "size_mb": [(t, s // 10**6) for t, s in samples]}
 
 

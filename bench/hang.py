@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)
         finally:
             server.stop()
-            devserver.kill_recalls(tmp / "state")
+            devserver.kill_recalls(server.env)
     by_status = Counter(a[0] for a in answers)
     slowest = max(a[1] for a in answers)
     no_retry_after = sum(1 for a in answers if a[0] == 503 and not a[2])

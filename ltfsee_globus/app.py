@@ -41,7 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         Cache(app),
         max_files=settings.LOOKUP_MAX_FILES,
         clock=core.clock,
-        running=core.store.lookup_running,
+        running=core.store.polls.lookup_running,
         max_waiting=settings.LOOKUP_MAX_WAITING,
         breaker_seconds=settings.LOOKUP_BREAKER,
     )

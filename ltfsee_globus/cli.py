@@ -36,16 +36,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 from .config import ConfigError, Settings, findings, load_settings, missing_roots, share_metrics
 from .eeadm import Eeadm
 from .health import human_age, readiness, status_report, sudo_rights
 from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
-from .store import STORE_FILE, Store, StoreUnavailable
+from .store import Store, StoreUnavailable, open_store
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 #: `doctor` warns below this much free space in STATE_DIR.
@@ -83,14 +84,16 @@ def _logging() -> None:
 @contextmanager
 def _store() -> Iterator[Store]:
     """The configured store, closed afterwards."""
-    store = Store(load_settings().state_dir / STORE_FILE)
+    store = open_store(load_settings())
     try:
         yield store
     finally:
         store.close()
 
 
-def _show(rows: list[dict], columns: list[str], as_json: bool) -> int:
+def _show(records: Sequence[Any], columns: list[str], as_json: bool) -> int:
+    """Store records as JSON (every field) or as a table (`columns`)."""
+    rows = [asdict(r) for r in records]
     print(json.dumps(rows, indent=2) if as_json else _table(rows, columns))
     return EXIT_OK
 
@@ -165,7 +168,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_files(args: argparse.Namespace) -> int:
     with _store() as store:
-        rows = store.files(
+        rows = store.ops.files(
             status=args.status,
             library=args.library,
             tape=args.tape,
@@ -178,7 +181,7 @@ def cmd_files(args: argparse.Namespace) -> int:
 
 def cmd_batches(args: argparse.Namespace) -> int:
     with _store() as store:
-        rows = store.batches(limit=args.limit)
+        rows = store.ops.batches(limit=args.limit)
     columns = ["id", "library", "tape", "status", "files_done", "n_files", "outcome"]
     return _show(rows, columns, args.json)
 
@@ -191,13 +194,13 @@ def cmd_change(args: argparse.Namespace) -> int:
         if args.command == "retry":
             if bool(args.paths) == args.failed:
                 raise UsageError("retry: give PATHs or --failed")
-            n = store.retry(None if args.failed else args.paths, who)
+            n = store.ops.retry(None if args.failed else args.paths, who)
         elif args.command == "cancel":
             if bool(args.paths) == bool(args.task):
                 raise UsageError("cancel: give PATHs or --task ID")
-            n = store.cancel(args.paths or None, args.task, who)
+            n = store.ops.cancel(args.paths or None, args.task, who)
         else:
-            n = store.forget(args.paths, who)
+            n = store.ops.forget(args.paths, who)
     what = (
         f"--task {args.task}"
         if getattr(args, "task", None)
@@ -215,7 +218,8 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     with _store() as store:
         checks = {"config": "ok", **readiness(settings, store, eeadm)}
     checks["sudo"] = sudo_rights(settings)
-    free = shutil.disk_usage(settings.state_dir).free
+    existing = next(p for p in (settings.state_dir, *settings.state_dir.parents) if p.exists())
+    free = shutil.disk_usage(existing).free  # STATE_DIR's file system, made or to be made
     checks["disk"] = "ok" if free >= DOCTOR_MIN_FREE else f"only {free // 2**20} MiB free"
     for name, found in checks.items():
         print(f"{name:8} {found}")

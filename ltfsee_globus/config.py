@@ -23,6 +23,8 @@ LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STAGER_MODES = ("embedded", "off")
 #: prometheus-client's multiprocess directory; set before it is imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The SQLite store's file name in STATE_DIR (STORE_URL unset).
+STORE_FILE = "ltfsee-globus.db"
 _BIND = re.compile(r"^(unix:/.+|(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5}))$")
 
 
@@ -42,6 +44,7 @@ class Settings:
     RECALL_RESIDENT: bool = False
     MANAGED_ROOTS: list[str] = field(default_factory=lambda: ["/gpfs"])
     STATE_DIR: str = "/var/lib/ltfsee-globus"
+    STORE_URL: str = ""
     CACHE_TYPE: str = "flask_caching.backends.SimpleCache"
     CACHE_DEFAULT_TIMEOUT: int = 60
     LOGLEVEL: str = "INFO"
@@ -87,6 +90,12 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         return Path(self.STATE_DIR)
+
+    @property
+    def store_pool(self) -> int:
+        """Database connections a process may hold (PostgreSQL): one per
+        request thread, per running recall, and a few for the stager's loop."""
+        return self.THREADS + self.RECALL_CONCURRENCY + 4
 
     @property
     def metrics_dir(self) -> Path:
@@ -192,6 +201,12 @@ def validate(s: Settings) -> None:
     elif shutil.which(s.EEADM_COMMAND[0]) is None:
         problems.append(f"EEADM_COMMAND: {s.EEADM_COMMAND[0]!r} is not an executable file on PATH")
     problems += _state_dir_problems(s.STATE_DIR)
+    if s.STORE_URL:
+        from .conninfo import problem
+
+        found = problem(s.STORE_URL)
+        if found:
+            problems.append(found)
     problems += _gunicorn_problems(s)
     if not s.TAPE_API_ROOT.startswith("/") or s.TAPE_API_ROOT.rstrip("/") in ("", "/api/v0.5"):
         problems.append(
@@ -290,9 +305,16 @@ def findings(s: Settings) -> dict[str, str]:
     else:
         state_text = f"{state} (does not exist yet; the service creates it)"
     exe = shutil.which(s.EEADM_COMMAND[0]) if s.EEADM_COMMAND else None
+    if s.STORE_URL:
+        from .conninfo import describe
+
+        store = describe(s.STORE_URL)
+    else:
+        store = f"sqlite {state / STORE_FILE}"
     return {
         "MANAGED_ROOTS": ", ".join(roots),
         "STATE_DIR": state_text,
+        "STORE_URL": store,
         "EEADM_COMMAND": f"{shlex.join(s.EEADM_COMMAND)} (runs {exe})",
     }
 

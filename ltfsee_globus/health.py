@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 from .config import Settings, missing_roots
@@ -56,35 +57,35 @@ def stager_status(state_dir: Path) -> dict:
 def status_report(store: Store, state_dir: Path) -> dict:
     """What the status page and `ltfsee-globus status` show."""
     now = store.clock()
-    counts = store.counts()
+    counts = store.ops.counts()
     running = []
-    for b in store.batches(limit=50):
-        if b["status"] != "running":
+    for b in store.ops.batches(limit=50):
+        if b.status != "running":
             continue
-        elapsed = now - b["started_at"]
-        done = b["files_done"]
-        eta = elapsed / done * (b["n_files"] - done) if done else None
-        running.append({**b, "age": elapsed, "eta": eta})
+        elapsed = now - b.started_at
+        eta = elapsed / b.files_done * (b.n_files - b.files_done) if b.files_done else None
+        running.append({**asdict(b), "age": elapsed, "eta": eta})
     retrying = [
-        {**f, "retry_in": max(f["not_before"] - now, 0.0)}
-        for f in store.files(status="queued", retrying=True, limit=REPORT_ROWS)
+        {**asdict(f), "retry_in": max(f.not_before - now, 0.0)}
+        for f in store.ops.files(status="queued", retrying=True, limit=REPORT_ROWS)
     ]
-    failed = store.files(status=FAILED, limit=REPORT_ROWS)
-    pf = counts["prefetch"]
+    failed = store.ops.files(status=FAILED, limit=REPORT_ROWS)
+    pf = counts.prefetch
     return {
         "now": now,
+        "store": store.describe(),
         "stager": stager_status(state_dir),
         "stager_running": stager_running(state_dir),
-        "files": counts["files"],
-        "totals": counts["totals"],
-        "queue": store.queue_by_tape(),
+        "files": counts.files,
+        "totals": counts.totals,
+        "queue": [asdict(q) for q in store.ops.queue_by_tape()],
         "running_batches": running,
-        "recent_batches": [b for b in store.batches(limit=10) if b["status"] != "running"],
+        "recent_batches": [asdict(b) for b in store.ops.batches(limit=10) if b.status != "running"],
         "retrying": retrying,
-        "recent_failures": sorted(failed, key=lambda f: -(f["finished_at"] or 0)),
+        "recent_failures": [asdict(f) for f in sorted(failed, key=lambda f: -(f.finished_at or 0))],
         "prefetch": {**pf, "precision": pf["asked_files"] / pf["files"] if pf["files"] else None},
-        "eeadm": store.eeadm_health(),
-        "operator_actions": store.operator_actions(limit=5),
+        "eeadm": [asdict(e) for e in store.ops.eeadm_health()],
+        "operator_actions": [asdict(a) for a in store.ops.actions(limit=5)],
     }
 
 
@@ -128,7 +129,7 @@ def readiness(
     missing = missing_roots(settings)
     checks = {"roots": f"not a directory: {', '.join(missing)}" if missing else "ok"}
     try:
-        store.probe("readyz")
+        store.ops.probe("readyz")
         checks["store"] = "ok"
     except StoreUnavailable as exc:
         checks["store"] = str(exc)

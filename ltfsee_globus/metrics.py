@@ -139,8 +139,8 @@ class _Collector:
 def store_metrics(store: Store, stager_up: bool, libraries: list[str]) -> Iterator[Metric]:
     """Counters and gauges kept by the store: the same from every process.
     The queue gauges have a series (0 when empty) for each configured library."""
-    counts = store.counts()
-    totals = counts["totals"]
+    counts = store.ops.counts()
+    totals = counts.totals
     for name, help_text, key in (
         ("ltfsee_files_queued", "Files queued for a recall (again after a failure)", "queued"),
         ("ltfsee_files_recalled", "Files a recall put on disk", "recalled"),
@@ -156,10 +156,10 @@ def store_metrics(store: Store, stager_up: bool, libraries: list[str]) -> Iterat
         batches.add_metric([outcome], totals[f"batches_{outcome}"])
     yield batches
     files = GaugeMetricFamily("ltfsee_files", "Files known to the store", labels=["status"])
-    for status, n in counts["files"].items():
+    for status, n in counts.files.items():
         files.add_metric([status], n)
     yield files
-    running = counts["batches"]["running"]
+    running = counts.batches["running"]
     yield GaugeMetricFamily("ltfsee_batches_running", "Recalls running now", value=running)
     depth = GaugeMetricFamily("ltfsee_queue_files", "Queued files per library", labels=["library"])
     oldest = GaugeMetricFamily(
@@ -168,13 +168,13 @@ def store_metrics(store: Store, stager_up: bool, libraries: list[str]) -> Iterat
         labels=["library"],
     )
     queue = {lib: (0, 0.0) for lib in libraries or [""]}
-    queue.update({q["library"]: (q["files"], q["oldest_age"]) for q in store.queue_by_library()})
+    queue.update({q.library: (q.files, q.oldest_age) for q in store.ops.queue_by_library()})
     for library, (files_queued, age) in sorted(queue.items()):
         depth.add_metric([library], files_queued)
         oldest.add_metric([library], age)
     yield depth
     yield oldest
-    pf = counts["prefetch"]
+    pf = counts.prefetch
     for unit in ("files", "bytes"):
         counter = CounterMetricFamily(
             f"ltfsee_prefetch_{unit}",

@@ -252,7 +252,7 @@ class Prefetcher:
         the guesses. Returns files queued."""
         queued = 0
         for _ in range(rounds):
-            triggers = self.store.take_prefetch_triggers()
+            triggers = self.store.prefetch.take_triggers()
             if not triggers:
                 break
             for taskid in triggers:
@@ -277,7 +277,7 @@ class Prefetcher:
     def plan(self, taskid: str) -> int:
         """Act on what task `taskid` has asked for so far; returns files queued."""
         s = self.settings
-        asked = self.store.task_paths(taskid)
+        asked = self.store.prefetch.task_paths(taskid)
         if not asked or under(asked[0], s.PREFETCH_EXCLUDE) is not None:
             return 0
         memo = self._memo.setdefault(taskid, {})
@@ -294,7 +294,7 @@ class Prefetcher:
         )
         if not outlook.walking:
             if len(set(asked)) >= WINDOW:
-                n, _ = self.store.drop_prefetched(taskid)
+                n, _ = self.store.prefetch.drop(taskid)
                 if n:
                     log.info("prefetch: task %s picks files; %d guess(es) dropped", taskid, n)
             return 0
@@ -313,13 +313,13 @@ class Prefetcher:
                 for p, n in itertools.islice(self.tree.walk(outlook.bet), limit)
                 if not p.startswith(outlook.scope + "/")
             ]
-        used_files, used_bytes = self.store.prefetch_unconfirmed(taskid)
+        used_files, used_bytes = self.store.prefetch.unconfirmed(taskid)
         room = Room(s.PREFETCH_MAX_FILES - used_files, s.PREFETCH_MAX_BYTES - used_bytes)
         chosen = self._migrated(taskid, sure, seen, room)
         if wider and room.left():
-            mounted = self.store.active_tapes() | {t for _, _, t, _ in chosen if t}
+            mounted = self.store.tapes.active_tapes() | {t for _, _, t, _ in chosen if t}
             chosen += self._migrated(taskid, wider, seen, room, tapes=mounted)
-        n = self.store.add_prefetched(taskid, chosen) if chosen else 0
+        n = self.store.prefetch.add(taskid, chosen) if chosen else 0
         if n:
             log.info(
                 "prefetch: task %s walks %s; %d file(s) queued%s",
@@ -341,7 +341,7 @@ class Prefetcher:
         """Migrated files among `cands` (in order) that fit `room`, with the tape
         and library to recall each from; only copies on `tapes` if given."""
         fresh = [(p, n) for p, n in cands if p not in seen]
-        known = self.store.known(p for p, _ in fresh)
+        known = self.store.tapes.known(p for p, _ in fresh)
         fresh = [(p, n) for p, n in fresh if p not in known]
         out: list[tuple[str, int, str | None, str | None]] = []
         for i in range(0, len(fresh), CHUNK):
@@ -359,8 +359,10 @@ class Prefetcher:
                         st.tapes,
                         self.settings.LTFSEE_LIB,
                         taskid=taskid,
-                        busy=(lambda ts: tapes) if tapes is not None else self.store.busy_tapes,
-                        load=self.store.library_load,
+                        busy=(lambda ts: tapes)
+                        if tapes is not None
+                        else self.store.tapes.busy_tapes,
+                        load=self.store.tapes.library_load,
                     )
                 except NoCopy:
                     seen.add(p)  # no copy we may recall: not ours to guess

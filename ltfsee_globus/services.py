@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .config import Settings
 from .eeadm import Eeadm, Observer
 from .metrics import Metrics
-from .store import STORE_FILE, Store, StoreUnavailable
+from .store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ class Core:
 
 
 def build_core(settings: Settings, clock: Callable[[], float] = time.time) -> Core:
-    """The store under STATE_DIR (created if need be), the eeadm runner, and
-    the metrics each eeadm run is counted in."""
+    """The store STORE_URL names (SQLite under STATE_DIR by default), the
+    eeadm runner, and the metrics each eeadm run is counted in."""
     metrics = Metrics()
-    store = Store(settings.state_dir / STORE_FILE, clock=clock)
+    store = open_store(settings, clock)
     observe = eeadm_observer(metrics, store)
     eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT, observe=observe)
     return Core(settings, store, eeadm, metrics, clock)
@@ -47,7 +47,7 @@ def eeadm_observer(metrics: Metrics, store: Store) -> Observer:
     def observe(subcommand: str, outcome: str, seconds: float, error: str | None) -> None:
         metrics.eeadm_call(subcommand, outcome, seconds)
         try:
-            store.note_eeadm(subcommand, outcome, seconds, error)
+            store.ops.note_eeadm(subcommand, outcome, seconds, error)
         except StoreUnavailable as exc:  # the caller's own store use reports it
             log.debug("eeadm health not recorded: %s", exc)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import stat
 import threading
 import time
 from collections import deque
@@ -110,6 +111,15 @@ def _process_alive(pid: int, marker: str) -> bool:
     return not cmdline or marker.encode() in cmdline
 
 
+def _regular_size(path: str) -> int | None:
+    """The size of a regular file (what a recall of it puts on disk), else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
 class Stager:
     def __init__(
         self,
@@ -144,8 +154,7 @@ class Stager:
             if stop.wait(lock_retry):
                 return
         log.info("stager started (pid %d)", os.getpid())
-        try:
-            self.recover()
+        try:  # the first step recovers what an earlier stager left running
             stalled = False
             while not stop.is_set():
                 try:
@@ -183,9 +192,9 @@ class Stager:
             self.prune(now)
         next_due = float("inf")
         # polls whose file states are being looked up will queue more files soon
-        busy = self.store.lookups_running(s.EEADM_TIMEOUT)
+        busy = self.store.queue.lookups_running(s.EEADM_TIMEOUT)
         freed = self._take_freed()
-        for row in self.store.queued_by_library():
+        for row in self.store.queue.queued_by_library():
             newest = now if busy else row.newest
             ready, due_at = row.n, self.due_at(row.oldest, newest)
             due = ready >= s.BATCH_MAX_FILES or due_at <= now
@@ -193,7 +202,7 @@ class Stager:
                 self._dispatch_by_tape(row.library, due, freed.get(row.library, []))
             else:
                 while due and self._free_slots() > 0:
-                    claimed = self.store.claim(row.library, s.BATCH_MAX_FILES)
+                    claimed = self.store.queue.claim(row.library, s.BATCH_MAX_FILES)
                     if claimed is None:
                         break
                     self.start_batch(*claimed, library=row.library)
@@ -201,7 +210,7 @@ class Stager:
                     due = ready >= s.BATCH_MAX_FILES or due_at <= now
             if due_at > now:  # once due, what is left waits for a recall to end (a wake)
                 next_due = min(next_due, due_at - now)
-        retry_at = self.store.next_retry_at()
+        retry_at = self.store.queue.next_retry_at()
         if retry_at is not None:
             next_due = min(next_due, retry_at - now)
         return max(next_due, 0.0)
@@ -216,23 +225,23 @@ class Stager:
         return min(quiet, oldest + max(s.BATCH_MAX_WAIT, s.BATCH_WINDOW))
 
     def _free_slots(self) -> int:
-        return self.settings.RECALL_CONCURRENCY - len(self.store.running_batches())
+        return self.settings.RECALL_CONCURRENCY - len(self.store.queue.running_batches())
 
     def _dispatch_by_tape(self, library: str, due: bool, freed: list[str]) -> None:
         """TAPE_DRIVES: one recall per tape, at most TAPE_DRIVES in the library at
         once. A tape whose recall just ended goes again at once if files for it
         are queued (its drive holds it: no mount); once the queue is due, free
         drives take the tapes with the most queued files (oldest first on a tie)."""
-        running = [b for b in self.store.running_batches() if b.library == library]
+        running = [b for b in self.store.queue.running_batches() if b.library == library]
         free = self.settings.TAPE_DRIVES - len(running)
         busy = {b.tape for b in running}
-        queued = self.store.queued_tapes(library)
+        queued = self.store.queue.queued_tapes(library)
         order = [t for t in dict.fromkeys(freed) if t in queued and t not in busy]
         if due:
             rest = [t for t in queued if t not in busy and t not in order]
             order += sorted(rest, key=lambda t: (-queued[t][0], queued[t][1], t))
         for tape in order[: max(free, 0)]:
-            claimed = self.store.claim(library, self.settings.BATCH_MAX_FILES, tape=tape)
+            claimed = self.store.queue.claim(library, self.settings.BATCH_MAX_FILES, tape=tape)
             if claimed is not None:
                 self.start_batch(*claimed, library=library, tape=tape)
 
@@ -297,7 +306,7 @@ class Stager:
                 resident=self.settings.RECALL_RESIDENT,
                 timeout=self.settings.RECALL_TIMEOUT,
                 log_path=log_file,
-                on_start=lambda pid: self.store.set_batch_pid(batch_id, pid),
+                on_start=lambda pid: self.store.queue.set_batch_pid(batch_id, pid),
             )
             output, failure = result.output, None
             if result.returncode != 0:
@@ -314,7 +323,7 @@ class Stager:
         except StoreUnavailable as exc:
             log.warning("batch %d: result not recorded, verified again later: %s", batch_id, exc)
         else:
-            batch = self.store.batch(batch_id)
+            batch = self.store.queue.batch(batch_id)
             if batch is not None and batch.tape is not None:
                 self._freed.append((batch.library, batch.tape))
         self._wake.set()
@@ -332,12 +341,12 @@ class Stager:
         One batched `eeadm file state` per chunk; migrated files join the
         queue the Globus endpoint feeds (or the recall already holding them).
         """
-        rows = self.store.unchecked_request_files(self.settings.LOOKUP_MAX_FILES)
+        rows = self.store.requests.unchecked(self.settings.LOOKUP_MAX_FILES)
         if not rows:
             return
-        present = [path for _, path in rows if os.path.isfile(path)]
+        sizes = {path: size for _, path in rows if (size := _regular_size(path)) is not None}
         try:
-            states = self.eeadm.file_state(list(dict.fromkeys(present)))
+            states = self.eeadm.file_state(list(sizes))
         except EeadmError as exc:
             log.warning("stage request intake deferred: %s", exc)
             return
@@ -356,7 +365,7 @@ class Stager:
                     state, error, where = None, None, (p.library, p.tape)
                 except NoCopy as exc:
                     state, error = "FAILED", str(exc)
-            self.store.intake(request_id, path, state, error, where)
+            self.store.requests.intake(request_id, path, state, error, where, size=sizes.get(path))
 
     def place(self, st: FileState, taskid: str | None, avoid: str | None = None) -> Placement:
         """The library and copy to recall a file from (see placement.place)."""
@@ -364,8 +373,8 @@ class Stager:
             st.tapes,
             self.settings.LTFSEE_LIB,
             taskid=taskid,
-            busy=self.store.busy_tapes,
-            load=self.store.library_load,
+            busy=self.store.tapes.busy_tapes,
+            load=self.store.tapes.library_load,
             avoid=avoid,
         )
 
@@ -374,7 +383,7 @@ class Stager:
         before = now - self.settings.RETENTION_DAYS * 86400
         total = 0
         for _ in range(PRUNE_PASS):
-            n = self.store.prune(before, PRUNE_CHUNK)
+            n = self.store.queue.prune(before, PRUNE_CHUNK)
             total += n
             if n < PRUNE_CHUNK:
                 break
@@ -393,7 +402,9 @@ class Stager:
         so Globus can start moving the first files of a long recall while the
         rest are read, and polls still never run eeadm.
         """
-        running = {b.id: self.store.batch_files(b.id) for b in self.store.running_batches()}
+        running = {
+            b.id: self.store.queue.batch_files(b.id) for b in self.store.queue.running_batches()
+        }
         paths = [p for files in running.values() for p in files]
         if not paths:
             return
@@ -409,15 +420,15 @@ class Stager:
                 if isinstance(st := states.get(p), FileState) and st.on_disk
             ]
             if done:
-                self.store.mark_done(batch_id, done)
+                self.store.queue.mark_done(batch_id, done)
 
     def finish(self, batch_id: int, output: str, failure: str | None) -> None:
         """Verify a batch's files with eeadm and record the verdict for each."""
         parsed = parse_recall_output(output)
         said = parsed.summary() if parsed.errors else None
         reason = ": ".join(x for x in (failure, said) if x) or None
-        attempts = self.store.batch_files(batch_id)
-        batch = self.store.batch(batch_id)
+        attempts = self.store.queue.batch_files(batch_id)
+        batch = self.store.queue.batch(batch_id)
         library = batch.library if batch is not None else None
         try:
             states = self.eeadm.file_state(list(attempts))
@@ -477,7 +488,7 @@ class Stager:
                 updates.append(Update(p, QUEUED, last_error=why, not_before=now + delay))
         ok = sum(u.status == DONE for u in updates)
         outcome = "succeeded" if ok == len(updates) else ("failed" if ok == 0 else "partial")
-        self.store.finish_batch(
+        self.store.queue.finish_batch(
             batch_id,
             outcome=outcome,
             detail=reason or parsed.summary(),
@@ -509,7 +520,7 @@ class Stager:
         """Adopt running batches whose eeadm is alive; verify those whose eeadm
         is gone. At start-up that is every running batch; later, those whose
         result could not be recorded or whose start failed halfway."""
-        for b in self.store.running_batches():
+        for b in self.store.queue.running_batches():
             if b.id in self._threads:
                 continue
             list_file, _ = self._files(b.id)

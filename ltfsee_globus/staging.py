@@ -93,7 +93,7 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
     s = svc.settings
     ref = taskid or ""
     trigger = s.PREFETCH and bool(taskid)  # the prefetcher reads each task's requests
-    rec = svc.store.lookup(path, "globus", ref)
+    rec = svc.store.polls.lookup(path, "globus", ref)
     if rec is not None:
         answer = None
         age = svc.clock() - (rec.finished_at or 0.0)
@@ -105,7 +105,7 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
             raise RecallFailed(rec.last_error or "the recall failed")
         if answer:
             if not rec.known or not rec.requested:  # who wants it, and useful prefetch
-                svc.store.note_requester(path, "globus", ref, trigger_prefetch=trigger)
+                svc.store.polls.note_requester(path, "globus", ref, trigger_prefetch=trigger)
             return answer
     check_resolved(path, s.MANAGED_ROOTS)
     info = require_file(path)
@@ -117,7 +117,7 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
         st = usable(st)
         if st.on_disk:
             if prefetched_unasked:  # prefetched long ago, asked for now
-                svc.store.note_requester(path, "globus", ref, trigger_prefetch=trigger)
+                svc.store.polls.note_requester(path, "globus", ref, trigger_prefetch=trigger)
             return "resident"
         try:
             where = place(
@@ -125,11 +125,11 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
                 s.LTFSEE_LIB,
                 explicit=explicit,
                 taskid=taskid,
-                busy=svc.store.busy_tapes,
-                load=svc.store.library_load,
+                busy=svc.store.tapes.busy_tapes,
+                load=svc.store.tapes.library_load,
             )
         except NoCopy as exc:
-            svc.store.fail(path, str(exc), "globus", ref, size=size)
+            svc.store.polls.fail(path, str(exc), "globus", ref, size=size)
             raise RecallFailed(str(exc)) from None
         if explicit and where.library != explicit and svc.notes.first(ref):
             log.info(
@@ -139,7 +139,7 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
                 path,
                 where.library,
             )
-        svc.store.request(
+        svc.store.polls.request(
             path,
             where.library,
             "globus",

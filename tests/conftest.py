@@ -1,7 +1,16 @@
-"""Shared fixtures: simulated libraries, fake eeadm scripts, apps, live servers."""
+"""Shared fixtures: simulated libraries, fake eeadm scripts, stores on either
+engine, apps, live servers.
+
+A module marked `pytestmark = pytest.mark.both_engines` runs each test that
+uses a store (directly, or through an app, a server or a stager) on SQLite
+and on a real PostgreSQL: a throwaway cluster per test session, a fresh
+database per test. Without PostgreSQL those runs skip, unless
+REQUIRE_POSTGRES is set (as .ci/run does): there they fail.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -19,11 +28,74 @@ import requests
 
 from ltfsee_globus import create_app
 from ltfsee_globus.api.context import services
+from ltfsee_globus.config import Settings
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library, store_path
-from support import devserver
+from ltfsee_globus.store import open_store
+from support import devserver, pgcluster
 
 KEY = "test-key-0123456789"
 HEADERS = {"X-API-KEY": KEY}
+ENGINES = ("sqlite", "postgresql")
+_databases = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_engines: run the module's store-using tests on SQLite and PostgreSQL"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines"):
+        metafunc.parametrize("engine", ENGINES, indirect=True)
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """The store engine a test runs on (SQLite unless its module runs both)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pgcluster.Cluster]:
+    """One throwaway PostgreSQL cluster for the whole session."""
+    try:
+        cluster = pgcluster.start()
+    except pgcluster.NoPostgres as exc:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def store_url(engine: str, request: pytest.FixtureRequest) -> str:
+    """STORE_URL for this test: "" (SQLite under STATE_DIR) or a fresh database."""
+    if engine == "sqlite":
+        return ""
+    cluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"test{next(_databases)}")
+
+
+@pytest.fixture
+def make_store(store_url: str, tmp_path: Path, clock) -> Iterator[Callable[..., object]]:
+    """Open stores on this test's engine and database (closed afterwards)."""
+    stores = []
+
+    def make(clock=clock):
+        settings = Settings(STATE_DIR=str(tmp_path / "store"), STORE_URL=store_url)
+        stores.append(open_store(settings, clock))
+        return stores[-1]
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
 
 
 @dataclass
@@ -134,9 +206,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def base_config(tmp_path: Path, sim: SimLib) -> dict:
+def base_config(tmp_path: Path, sim: SimLib, store_url: str) -> dict:
     return {
         "AUTH_KEY": KEY,
+        "STORE_URL": store_url,
         "EEADM_COMMAND": sim.command,
         "MANAGED_ROOTS": [str(sim.fs)],
         "STATE_DIR": str(tmp_path / "state"),

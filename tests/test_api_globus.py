@@ -7,6 +7,8 @@ import pytest
 
 from ltfsee_globus.api.context import services
 
+pytestmark = pytest.mark.both_engines
+
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 STATE = "/api/v0.5/file_state/file_state"
 
@@ -53,9 +55,9 @@ def test_in_flight_polls_run_no_eeadm_and_queue_once(app, client, sim, headers):
         assert resp.get_json() == {"state": "archived"}
     assert len(sim.invocations()) == calls  # answered from the store
     store = services(app).store
-    assert store.lookup(path).status == "queued"
-    assert store.counts()["files"]["queued"] == 1
-    assert sorted(store.task_paths("t2")) == [path]
+    assert store.polls.lookup(path).status == "queued"
+    assert store.ops.counts().files["queued"] == 1
+    assert sorted(store.prefetch.task_paths("t2")) == [path]
 
 
 def test_stager_recalls_then_poll_says_resident(make_app, sim, headers, wait_for):
@@ -149,7 +151,7 @@ def test_paths_are_normalised(client, sim, headers, app):
     path = sim.files("M")[0]
     messy = path.replace("/demo/", "//demo/./")
     assert post(client, {"path": messy}, headers).get_json() == {"state": "archived"}
-    assert services(app).store.lookup(path).status == "queued"
+    assert services(app).store.polls.lookup(path).status == "queued"
 
 
 def test_wrong_method_and_unknown_route_are_json(client, headers):
@@ -174,7 +176,7 @@ def test_eeadm_trouble_maps_to_gateway_statuses(
     path = sim.files("M")[0]
     body = assert_problem(post(app.test_client(), {"path": path}, headers), status)
     assert body["detail"]
-    assert services(app).store.lookup(path) is None  # nothing half-queued
+    assert services(app).store.polls.lookup(path) is None  # nothing half-queued
 
 
 def test_eeadm_missing_at_run_time_is_503(make_app, sim, fake_eeadm, headers):

@@ -7,6 +7,8 @@ import pytest
 from ltfsee_globus.api.context import services
 from ltfsee_globus.stager import Stager
 
+pytestmark = pytest.mark.both_engines
+
 API = "/api/v1"
 
 
@@ -140,8 +142,8 @@ def test_cancel_rules(tape, sim, headers):
         for f in call(client, "GET", f"{API}/stage/{rid}", headers).get_json()["files"]
     }
     assert states == {a: "CANCELLED", b: "CANCELLED"}
-    assert svc.store.lookup(a) is None  # nobody else wanted it
-    assert svc.store.lookup(b).status == "queued"  # the Globus task still does
+    assert svc.store.polls.lookup(a) is None  # nobody else wanted it
+    assert svc.store.polls.lookup(b).status == "queued"  # the Globus task still does
     settle(stager)
     assert sim.state_of(a) == "M" and sim.state_of(b) == "P"
 
@@ -154,9 +156,9 @@ def test_cancel_never_disturbs_a_running_recall(tape, sim, headers):
     ]
     stager = Stager(svc.settings, svc.store, svc.eeadm)
     stager.intake()
-    svc.store.claim("", 10)  # a recall holds it now
+    svc.store.queue.claim("", 10)  # a recall holds it now
     call(client, "POST", f"{API}/stage/{rid}/cancel", headers, {"paths": [path]})
-    assert svc.store.lookup(path).status == "recalling"
+    assert svc.store.polls.lookup(path).status == "recalling"
 
 
 def test_delete_then_404_and_release(tape, sim, headers):

@@ -9,6 +9,8 @@ import pytest
 from ltfsee_globus.api.context import services
 from ltfsee_globus.store import DONE, FAILED, QUEUED, Update
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def site(make_app, sim, base_config, tmp_path):
@@ -17,9 +19,9 @@ def site(make_app, sim, base_config, tmp_path):
     store = services(app).store
     m = sim.files("M")
     for path in m[:4]:
-        store.request(path, None, "globus", "task-a", size=100, tape="T00001L8@pool1@lib1")
-    batch_id, paths = store.claim("", 2)
-    store.finish_batch(
+        store.polls.request(path, None, "globus", "task-a", size=100, tape="T00001L8@pool1@lib1")
+    batch_id, paths = store.queue.claim("", 2)
+    store.queue.finish_batch(
         batch_id,
         outcome="partial",
         detail="",
@@ -29,13 +31,14 @@ def site(make_app, sim, base_config, tmp_path):
             Update(paths[1], FAILED, last_error="after 3 attempt(s): GLESL016E damaged"),
         ],
     )
-    store.request(m[4], None, "globus", "task-b", size=5)
+    store.polls.request(m[4], None, "globus", "task-b", size=5)
     base_env = {
         "PATH": "/usr/bin:/bin",
         "AUTH_KEY": base_config["AUTH_KEY"],
         "EEADM_COMMAND": " ".join(sim.command),
         "MANAGED_ROOTS": str(sim.fs),
         "STATE_DIR": base_config["STATE_DIR"],
+        "STORE_URL": base_config["STORE_URL"],
         "EEADM_SIM_DIR": str(sim.root),
         "SUDO_USER": "alice",
     }
@@ -87,14 +90,14 @@ def test_retry_forget_cancel_change_the_store_and_are_recorded(site):
     res = run("retry", f["failed"])
     assert (res.returncode, res.stdout) == (0, "retry: 1 file(s)\n")
     assert "operator alice: retry" in res.stderr
-    row = store.lookup(f["failed"])
+    row = store.polls.lookup(f["failed"])
     assert (row.status, row.attempts, row.last_error) == (QUEUED, 0, None)
     res = run("cancel", "--task", "task-a")
     assert res.returncode == 0 and res.stdout == "cancel: 3 file(s)\n"  # the retried one too
-    assert store.lookup(f["queued"][2]).status == QUEUED  # task-b's file stays
-    assert store.lookup(f["done"]).status == DONE  # done files are not queued
+    assert store.polls.lookup(f["queued"][2]).status == QUEUED  # task-b's file stays
+    assert store.polls.lookup(f["done"]).status == DONE  # done files are not queued
     assert run("forget", f["queued"][2]).returncode == 1  # not failed: nothing to forget
-    actions = [(a["who"], a["action"], a["files"]) for a in store.operator_actions()]
+    actions = [(a.who, a.action, a.files) for a in store.ops.actions()]
     assert actions == [("alice", "forget", 0), ("alice", "cancel", 3), ("alice", "retry", 1)]
 
 

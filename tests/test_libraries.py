@@ -1,13 +1,11 @@
 """Several tape libraries: each file is recalled from a library that holds a copy."""
 
-from pathlib import Path
-
 import pytest
 import requests
 
 from ltfsee_globus.api.context import services
 from ltfsee_globus.placement import NoCopy, Placement, place, task_rank
-from ltfsee_globus.store import STORE_FILE, Store
+from support import devserver
 from support.devserver import eeadm_wrapper
 
 A0 = "JD0000L9@POOL0@lib0"
@@ -133,8 +131,8 @@ def test_two_libraries_one_copy_every_file_resident_from_its_own_library(
     split = recalls_by_library(sim)
     assert split == {"lib0": 20, "lib1": 20}
     assert all(c.split()[-2] == "-l" for c in sim.invocations("recall"))
-    store = Store(Path(server.env["STATE_DIR"]) / STORE_FILE)
-    assert store.counts()["files"]["failed"] == 0 and store.counts()["totals"]["retried"] == 0
+    store = devserver.open_store(server.env)
+    assert store.ops.counts().files["failed"] == 0 and store.ops.counts().totals["retried"] == 0
     store.close()
 
 
@@ -219,10 +217,10 @@ def test_a_library_that_fails_sends_its_files_to_their_copies_elsewhere(
         )
         assert r.get_json() == {"state": "archived"}
     store = services(app).store
-    assert {f["library"] for f in store.files(limit=50)} == {"lib0"}  # asked for, and held
+    assert {f.library for f in store.ops.files(limit=50)} == {"lib0"}  # asked for, and held
     services(app).start_stager()
     wait_for(lambda: all(sim.state_of(p) == "P" for p in files), timeout=60, what="all on disk")
-    totals = store.counts()["totals"]
+    totals = store.ops.counts().totals
     assert totals["retried"] == 20 and totals["failed"] == 0
     calls = (tmp_path / "calls").read_text().splitlines()
     assert [c.split()[-1] for c in calls if c.startswith("recall")] == ["lib0", "lib1"]
@@ -250,6 +248,6 @@ def test_an_explicit_library_without_a_copy_is_overridden_and_said_once(
         )
         assert r.get_json() == {"state": "archived"}
     store = services(app).store
-    assert {store.lookup(p).library for p in on_lib1} == {"lib1"}
+    assert {store.polls.lookup(p).library for p in on_lib1} == {"lib1"}
     notes = [r for r in caplog.records if "holds no copy" in r.getMessage()]
     assert len(notes) == 1 and "task t9 asked for library lib0" in notes[0].getMessage()

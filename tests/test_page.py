@@ -1,14 +1,13 @@
 """The status page: in headless Chromium against a running service with
 queued, recalling and failed files; and as scripts see it (key header)."""
 
-from pathlib import Path
-
 import pytest
 import requests
 
 from ltfsee_globus.api.context import services
 from ltfsee_globus.sim.library import Library
-from ltfsee_globus.store import FAILED, STORE_FILE, Store, Update
+from ltfsee_globus.store import FAILED, Update
+from support import devserver
 
 POLL = "/api/v0.5/globus_recall/globus_recall"
 
@@ -48,7 +47,7 @@ def busy_site(make_sim, start_server, headers, wait_for):
         RECALL_CONCURRENCY=1,
         RECALL_MAX_ATTEMPTS=1,
     )
-    store = Store(Path(server.env["STATE_DIR"]) / STORE_FILE)
+    store = devserver.open_store(server.env)
 
     def poll(path: str) -> requests.Response:
         return requests.post(
@@ -59,7 +58,7 @@ def busy_site(make_sim, start_server, headers, wait_for):
         )
 
     def count(status: str) -> int:
-        return store.counts()["files"][status]
+        return store.ops.counts().files[status]
 
     assert poll(damaged).json() == {"state": "archived"}
     wait_for(lambda: count("recalling") == 1, what="the damaged file's recall")
@@ -182,10 +181,12 @@ def test_login_refusals_show_the_form_again(client, form, status, says, caplog):
 def test_the_page_escapes_what_it_shows(app, client, headers):
     store = services(app).store
     path = "/gpfs/<script>alert(1)</script>"
-    store.request(path, None, "globus", "t")
-    batch_id, _ = store.claim("", 10)
+    store.polls.request(path, None, "globus", "t")
+    batch_id, _ = store.queue.claim("", 10)
     update = Update(path, FAILED, last_error="<script>alert(1)</script>")
-    store.finish_batch(batch_id, outcome="failed", detail="", eeadm_task_id=None, updates=[update])
+    store.queue.finish_batch(
+        batch_id, outcome="failed", detail="", eeadm_task_id=None, updates=[update]
+    )
     page = client.get("/", headers=headers)
     assert "<script>alert(1)</script>" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text

@@ -185,15 +185,14 @@ def ask(svc, sim, paths, task="task-1"):
     """What the web tier records for a Globus poll of a migrated file."""
     tapes = sim.tapes()
     for p in paths:
-        svc.store.request(p, None, "globus", task, size=1, tape=tapes[p], trigger_prefetch=True)
+        svc.store.polls.request(
+            p, None, "globus", task, size=1, tape=tapes[p], trigger_prefetch=True
+        )
 
 
 def prefetched(store, status=None):
-    rows = store.conn().execute(
-        "SELECT path FROM files WHERE prefetched = 1 AND (? IS NULL OR status = ?)",
-        (status, status),
-    )
-    return sorted((r[0] for r in rows), key=walk_key)
+    rows = store.ops.files(status=status, limit=10**6)
+    return sorted((r.path for r in rows if r.prefetched), key=walk_key)
 
 
 def test_a_walk_through_a_tree_queues_its_rest(pf_app, big):
@@ -207,7 +206,7 @@ def test_a_walk_through_a_tree_queues_its_rest(pf_app, big):
         p for p in files if "/run006/" in p or "/run007/" in p
     ]
     assert prefetched(svc.store) == expected and n == len(expected)
-    status = svc.store.counts()["prefetch"]
+    status = svc.store.ops.counts().prefetch
     assert status["files"] == n and status["asked_files"] == 0
 
 
@@ -231,11 +230,11 @@ def test_a_miss_drops_the_queued_guesses_and_counts_them(pf_app, big):
     pf.run_triggers()
     hits = [p for p in picks if p in guesses]
     assert prefetched(svc.store, "queued") == hits  # only the guesses a client asked for
-    stats = svc.store.counts()["prefetch"]
+    stats = svc.store.ops.counts().prefetch
     assert stats["asked_files"] == len(hits) >= 1
     assert stats["dropped_files"] == queued - len(hits)
-    [task] = svc.store.prefetch_tasks()
-    assert task["taskid"] == "task-1" and task["dropped_bytes"] > 0
+    [task] = svc.store.prefetch.tasks()
+    assert task.taskid == "task-1" and task.dropped_bytes > 0
 
 
 @pytest.mark.parametrize(
@@ -306,7 +305,7 @@ def test_prefetch_off_queues_only_what_was_asked(pf_app, big, headers):
         content_type="application/json",
     )
     assert resp.status_code == 201
-    assert svc.store.take_prefetch_triggers() == []
+    assert svc.store.prefetch.take_triggers() == []
 
 
 HOSTILE_NAMES = [b"-rf", b"a*b", b"q?", b"[x]", b"tab\tx", b"nl\nx", b"del\x7fx", b"\xff.dat"]
@@ -324,6 +323,6 @@ def test_prefetch_never_hands_eeadm_a_name_the_api_refuses(pf_app, big):
     ask(svc, big, files[:WINDOW])
     assert Prefetcher(svc.settings, svc.store, svc.eeadm).run_triggers() > 0
     calls = big.calls.read_bytes()
-    stored = {r[0] for r in svc.store.conn().execute("SELECT path FROM files")}
+    stored = {r.path for r in svc.store.ops.files(limit=10**6)}
     assert [n for n in HOSTILE_NAMES if n in calls] == []
     assert [p for p in stored if not p.isprintable() or "*" in p or "/-" in p] == []

@@ -1,15 +1,15 @@
 """The service under load and under SIGKILL, as deployed: gunicorn, stager, simulator."""
 
 import signal
-import sqlite3
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import pytest
 import requests
 
-from ltfsee_globus.store import STORE_FILE, Store
+from support import devserver
+
+pytestmark = pytest.mark.both_engines
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 
@@ -83,16 +83,16 @@ def test_sigkill_of_stager_and_server_mid_batch_loses_nothing(
     )
     server = start_server(**env)
     stager = start_stager(server.env)
-    store = Store(Path(env["STATE_DIR"]) / STORE_FILE)
+    store = devserver.open_store(server.env)
     try:
         assert {s for _, s in poll_all(server, files[:60])} == {"archived"}
-        wait_for(lambda: any(b.pid for b in store.running_batches()), what="a running batch")
+        wait_for(lambda: any(b.pid for b in store.queue.running_batches()), what="a running batch")
         # accepted while the first batch runs, then everything dies mid-batch
         assert {s for _, s in poll_all(server, files[60:])} == {"archived"}
         stager.send_signal(signal.SIGKILL)
         stager.wait()
         server.kill(signal.SIGKILL)
-        assert store.running_batches(), "the kill should land mid-batch"
+        assert store.queue.running_batches(), "the kill should land mid-batch"
         with requests.Session() as s:
             try:
                 s.get(server.url + "/healthz", timeout=1)
@@ -112,25 +112,3 @@ def test_sigkill_of_stager_and_server_mid_batch_loses_nothing(
     reads = sim.reads_per_file()
     assert set(reads) == set(files)
     assert max(reads.values()) == 1, "a file was recalled twice"
-
-
-def test_a_fresh_store_waits_for_a_writer_instead_of_failing(tmp_path):
-    """Gunicorn boots its workers together on an empty STATE_DIR. Switching a
-    new file to WAL answers "database is locked" at once (no busy handler)
-    while another connection writes; the worker that lost must wait, not die."""
-    db = tmp_path / "s.db"
-    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    writer.execute("CREATE TABLE t (x)")
-    writer.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(0.5, writer.execute, ("COMMIT",))
-    started = time.monotonic()
-    release.start()
-    try:
-        store = Store(db)
-    finally:
-        release.join()
-        writer.close()
-    waited = time.monotonic() - started
-    mode = store.conn().execute("PRAGMA journal_mode").fetchone()[0]
-    store.close()
-    assert (mode, waited >= 0.4) == ("wal", True)

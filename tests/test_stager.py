@@ -12,6 +12,8 @@ from ltfsee_globus.sim.library import Library
 from ltfsee_globus.stager import Stager, StagerLock, _process_alive
 from ltfsee_globus.store import DONE, FAILED, QUEUED
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def staged(make_app, clock):
@@ -27,7 +29,7 @@ def staged(make_app, clock):
 
 def queue(svc, paths, library=""):
     for p in paths:
-        svc.store.request(p, library, "globus", "task")
+        svc.store.polls.request(p, library, "globus", "task")
 
 
 def run_step(stager):
@@ -48,10 +50,10 @@ def test_batch_waits_for_the_window_then_takes_everything(staged, sim, clock):
     clock.advance(5)
     run_step(stager)
     assert len(sim.invocations("recall")) == 1
-    batch = svc.store.batch(1)
+    batch = svc.store.queue.batch(1)
     assert batch.n_files == 5 and batch.outcome == "succeeded"
     assert {sim.state_of(p) for p in files[:5]} == {"P"}
-    assert all(svc.store.lookup(p).status == DONE for p in files[:5])
+    assert all(svc.store.polls.lookup(p).status == DONE for p in files[:5])
     assert len(sim.invocations("file state")) == 1  # one verification call
 
 
@@ -67,7 +69,7 @@ def test_a_steady_trickle_waits_for_quiet_but_not_forever(staged, sim, clock):
     clock.advance(3)  # 30 s after the first file
     run_step(stager)
     assert len(sim.invocations("recall")) == 1
-    assert svc.store.batch(1).n_files == 10
+    assert svc.store.queue.batch(1).n_files == 10
 
 
 def test_lookups_for_polls_in_flight_hold_the_batch_until_quiet(staged, sim, clock):
@@ -75,16 +77,16 @@ def test_lookups_for_polls_in_flight_hold_the_batch_until_quiet(staged, sim, clo
     for it (the whole opening window of a transfer goes together), up to BATCH_MAX_WAIT."""
     svc, stager = staged(BATCH_WINDOW=0, BATCH_QUIET=2, BATCH_MAX_WAIT=30)
     queue(svc, sim.files("M")[:2])
-    svc.store.lookup_running(+1)  # what the web tier's lookup does around eeadm
+    svc.store.polls.lookup_running(+1)  # what the web tier's lookup does around eeadm
     for _ in range(4):
         clock.advance(5)
         run_step(stager)
     assert sim.invocations("recall") == [], "went while polls were still being looked up"
-    svc.store.lookup_running(-1)  # (had it found a migrated file, that would be queued now)
+    svc.store.polls.lookup_running(-1)  # (had it found a migrated file, that would be queued now)
     run_step(stager)
     assert len(sim.invocations("recall")) == 1
     queue(svc, sim.files("M")[2:3])
-    svc.store.lookup_running(+1)  # never longer than BATCH_MAX_WAIT
+    svc.store.polls.lookup_running(+1)  # never longer than BATCH_MAX_WAIT
     clock.advance(30)
     run_step(stager)
     assert len(sim.invocations("recall")) == 2
@@ -95,7 +97,7 @@ def test_full_batches_go_at_once_and_remainder_waits(staged, sim):
     queue(svc, sim.files("M")[:5])
     run_step(stager)
     assert len(sim.invocations("recall")) == 2
-    assert svc.store.counts()["files"] == {"queued": 1, "recalling": 0, "done": 4, "failed": 0}
+    assert svc.store.ops.counts().files == {"queued": 1, "recalling": 0, "done": 4, "failed": 0}
 
 
 def test_a_full_queue_is_split_by_tape_oldest_tape_first(staged, sim, clock):
@@ -106,13 +108,13 @@ def test_a_full_queue_is_split_by_tape_oldest_tape_first(staged, sim, clock):
         by_tape.setdefault(tapes[p], []).append(p)
     a, b = sorted(by_tape.values(), key=len)[-2:]
     for x, y in zip(a, b, strict=False):  # the two tapes' files arrive interleaved, a first
-        svc.store.request(x, "", "globus", "t", tape=tapes[x])
+        svc.store.polls.request(x, "", "globus", "t", tape=tapes[x])
         clock.advance(1)
-        svc.store.request(y, "", "globus", "t", tape=tapes[y])
+        svc.store.polls.request(y, "", "globus", "t", tape=tapes[y])
         clock.advance(1)
-    _, first = svc.store.claim("", len(a))
+    _, first = svc.store.queue.claim("", len(a))
     assert sorted(first) == sorted(a)  # all of tape a, none of tape b
-    _, second = svc.store.claim("", len(a) + len(b))
+    _, second = svc.store.queue.claim("", len(a) + len(b))
     assert sorted(second) == sorted(b[: len(a)])
 
 
@@ -120,7 +122,7 @@ def test_concurrency_bound(staged, sim):
     svc, stager = staged(BATCH_MAX_FILES=1, RECALL_CONCURRENCY=1)
     queue(svc, sim.files("M")[:3])
     stager.step()
-    assert len(svc.store.running_batches()) == 1
+    assert len(svc.store.queue.running_batches()) == 1
     stager.wait_idle()
     run_step(stager)
     run_step(stager)
@@ -136,7 +138,7 @@ def test_retries_back_off_then_fail_with_reason(staged, sim, clock, caplog):
     lib.close()
     queue(svc, [path])
     run_step(stager)
-    rec = svc.store.lookup(path)
+    rec = svc.store.polls.lookup(path)
     assert rec.status == QUEUED and rec.not_before == clock.now + 100
     clock.advance(50)
     run_step(stager)
@@ -145,7 +147,7 @@ def test_retries_back_off_then_fail_with_reason(staged, sim, clock, caplog):
     run_step(stager)  # second attempt; next wait is 200 s
     clock.advance(200)
     run_step(stager)
-    rec = svc.store.lookup(path)
+    rec = svc.store.polls.lookup(path)
     assert len(sim.invocations("recall")) == 3
     assert rec.status == FAILED and "after 3 attempt(s)" in rec.last_error
     said = [r.getMessage() for r in caplog.records if path in r.getMessage()]
@@ -165,7 +167,7 @@ def test_eeadm_recall_hanging_is_timed_out_and_retried(staged, sim, fake_eeadm, 
     path = sim.files("M")[0]
     queue(svc, [path])
     run_step(stager)
-    rec = svc.store.lookup(path)
+    rec = svc.store.polls.lookup(path)
     assert rec.status == QUEUED and "timed out" in rec.last_error
 
 
@@ -173,22 +175,22 @@ def test_restart_verifies_a_batch_whose_eeadm_is_gone(staged, sim):
     svc, stager = staged()
     m = sim.files("M")[:4]
     queue(svc, m)
-    batch_id, _ = svc.store.claim("", 100)
-    svc.store.set_batch_pid(batch_id, 999_999)  # no such process
+    batch_id, _ = svc.store.queue.claim("", 100)
+    svc.store.queue.set_batch_pid(batch_id, 999_999)  # no such process
     # half of them were recalled before the crash
     subprocess.run(
         [*sim.command, "recall"], input="\n".join(m[:2]), text=True, check=True, capture_output=True
     )
     stager.recover()
-    assert [svc.store.lookup(p).status for p in m] == [DONE, DONE, QUEUED, QUEUED]
-    assert svc.store.running_batches() == []
+    assert [svc.store.polls.lookup(p).status for p in m] == [DONE, DONE, QUEUED, QUEUED]
+    assert svc.store.queue.running_batches() == []
 
 
 def test_restart_adopts_a_recall_still_running(staged, sim, tmp_path):
     svc, stager = staged()
     m = sim.files("M")[:3]
     queue(svc, m)
-    batch_id, paths = svc.store.claim("", 100)
+    batch_id, paths = svc.store.queue.claim("", 100)
     list_file = stager.batch_dir / f"{batch_id}.list"
     list_file.write_text("\n".join(paths) + "\n")
     slow = tmp_path / "slow-eeadm"
@@ -198,14 +200,14 @@ def test_restart_adopts_a_recall_still_running(staged, sim, tmp_path):
         proc = subprocess.Popen(
             [str(slow), "recall", str(list_file)], stdout=log, stderr=subprocess.STDOUT
         )
-    svc.store.set_batch_pid(batch_id, proc.pid)
+    svc.store.queue.set_batch_pid(batch_id, proc.pid)
     stager.recover()
-    assert svc.store.lookup(m[0]).status == "recalling"  # adopted, not re-run
+    assert svc.store.polls.lookup(m[0]).status == "recalling"  # adopted, not re-run
     proc.wait()
     stager.wait_idle()
-    assert all(svc.store.lookup(p).status == DONE for p in m)
+    assert all(svc.store.polls.lookup(p).status == DONE for p in m)
     assert len(sim.invocations("recall")) == 1
-    assert svc.store.batch(batch_id).eeadm_task_id == 1
+    assert svc.store.queue.batch(batch_id).eeadm_task_id == 1
 
 
 def test_one_stager_per_state_dir(tmp_path):
@@ -222,22 +224,22 @@ def test_baseline_mode_recalls_one_file_per_eeadm_call(staged, sim):
     queue(svc, sim.files("M")[:4])
     run_step(stager)
     assert len(sim.invocations("recall")) == 4
-    assert all(b == 1 for b in [svc.store.batch(i).n_files for i in range(1, 5)])
+    assert all(b == 1 for b in [svc.store.queue.batch(i).n_files for i in range(1, 5)])
 
 
 def test_progress_marks_files_already_on_disk_while_the_batch_runs(staged, sim):
     svc, stager = staged()
     m = sim.files("M")[:4]
     queue(svc, m)
-    batch_id, _ = svc.store.claim("", 100)
+    batch_id, _ = svc.store.queue.claim("", 100)
     subprocess.run(
         [*sim.command, "recall"], input="\n".join(m[:2]), text=True, check=True, capture_output=True
     )
     calls = len(sim.invocations("file state"))
     stager.progress()
     assert len(sim.invocations("file state")) == calls + 1  # one call for the whole batch
-    assert [svc.store.lookup(p).status for p in m] == [DONE, DONE, "recalling", "recalling"]
-    assert svc.store.batch(batch_id).status == "running"
+    assert [svc.store.polls.lookup(p).status for p in m] == [DONE, DONE, "recalling", "recalling"]
+    assert svc.store.queue.batch(batch_id).status == "running"
 
 
 def test_a_recall_between_two_execs_is_still_alive(tmp_path):
@@ -292,12 +294,12 @@ def by_tape(sim) -> list[list[str]]:
 def ask(svc, sim, clock, paths):
     tapes = sim.tapes()
     for p in paths:
-        svc.store.request(p, "", "globus", "t", tape=tapes[p])
+        svc.store.polls.request(p, "", "globus", "t", tape=tapes[p])
         clock.advance(1)
 
 
 def running_tapes(svc) -> dict[str, int]:
-    return {b.tape: b.n_files for b in svc.store.running_batches()}
+    return {b.tape: b.n_files for b in svc.store.queue.running_batches()}
 
 
 def test_a_full_house_waits_for_a_recall_to_end_without_spinning(staged, sim, gated):
@@ -307,7 +309,7 @@ def test_a_full_house_waits_for_a_recall_to_end_without_spinning(staged, sim, ga
     svc, stager = staged(EEADM_COMMAND=cmd, RECALL_CONCURRENCY=1, BATCH_MAX_FILES=1)
     queue(svc, sim.files("M")[:2])
     assert stager.step() > 0
-    assert len(svc.store.running_batches()) == 1
+    assert len(svc.store.queue.running_batches()) == 1
     open_gate()
     stager.wait_idle()
 
@@ -326,14 +328,14 @@ def test_tape_drives_one_tape_per_recall_most_queued_first(staged, sim, gated, c
     clock.advance(10)
     stager.step()
     assert running_tapes(svc) == {tape[a[0]]: 5, tape[b[0]]: 3}
-    for batch in svc.store.running_batches():
-        assert {tape[p] for p in svc.store.batch_files(batch.id)} == {batch.tape}
-    assert svc.store.lookup(c[0]).status == QUEUED  # two drives, both busy
+    for batch in svc.store.queue.running_batches():
+        assert {tape[p] for p in svc.store.queue.batch_files(batch.id)} == {batch.tape}
+    assert svc.store.polls.lookup(c[0]).status == QUEUED  # two drives, both busy
     assert f"recalling 5 file(s) from tape {tape[a[0]]}" in caplog.text
     open_gate()
     stager.wait_idle()
     run_step(stager)
-    assert [svc.store.lookup(p).status for p in a[:5] + b[:3] + c[:1]] == [DONE] * 9
+    assert [svc.store.polls.lookup(p).status for p in a[:5] + b[:3] + c[:1]] == [DONE] * 9
     assert len(sim.invocations("recall")) == 3
 
 
@@ -346,11 +348,11 @@ def test_tape_drives_never_two_recalls_of_one_tape(staged, sim, gated, clock):
     ask(svc, sim, clock, a[2:3])
     stager.step()
     assert running_tapes(svc) == {sim.tapes()[a[0]]: 2}  # a drive free, but the tape is busy
-    assert svc.store.lookup(a[2]).status == QUEUED
+    assert svc.store.polls.lookup(a[2]).status == QUEUED
     open_gate()
     stager.wait_idle()
     run_step(stager)
-    assert svc.store.lookup(a[2]).status == DONE
+    assert svc.store.polls.lookup(a[2]).status == DONE
 
 
 def test_tape_drives_a_drive_keeps_its_tape_while_files_for_it_wait(staged, sim, gated, clock):
@@ -373,4 +375,4 @@ def test_tape_drives_a_drive_keeps_its_tape_while_files_for_it_wait(staged, sim,
     stager.wait_idle()
     run_step(stager)
     assert running_tapes(svc) == {}
-    assert {svc.store.lookup(p).status for p in a[:3] + c[:3]} == {DONE}
+    assert {svc.store.polls.lookup(p).status for p in a[:3] + c[:3]} == {DONE}

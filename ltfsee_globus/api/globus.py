@@ -109,6 +109,6 @@ def file_state():
     body = json_object()
     path = check_managed(body.get("path"), svc.settings.MANAGED_ROOTS)
     require_file(path)
-    rec = svc.store.lookup(path)
+    rec = svc.store.polls.lookup(path)
     st = current_state(svc, path, rec.updated_at if rec else 0.0)
     return jsonify([st.as_json()]), 201

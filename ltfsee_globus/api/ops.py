@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from flask import Blueprint, Response, jsonify, request
 
 from ..auth import authenticate
@@ -15,10 +17,11 @@ bp = Blueprint("ops", __name__)
 
 
 def status_summary(svc: Services) -> dict:
-    counts = svc.store.counts()
-    counts["prefetch"]["tasks"] = svc.store.prefetch_tasks()
-    counts["stager_running"] = stager_running(svc.settings.state_dir)
-    return counts
+    summary = asdict(svc.store.ops.counts())
+    summary["prefetch"]["tasks"] = [asdict(t) for t in svc.store.prefetch.tasks()]
+    summary["stager_running"] = stager_running(svc.settings.state_dir)
+    summary["store"] = svc.store.describe()
+    return summary
 
 
 @bp.get("/healthz")

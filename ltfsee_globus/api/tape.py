@@ -116,7 +116,7 @@ def _owned(request_id: str):
     """
     svc = services()
     owner = authenticate(request, svc.settings.AUTH_KEY)
-    found = svc.store.stage_request(request_id)
+    found = svc.store.requests.get(request_id)
     if found is None or found[0].owner != owner:
         raise ApiError(404, "Not Found", f"no stage request {request_id}")
     return svc, *found
@@ -185,7 +185,7 @@ def stage():
             path, error = item["path"], str(exc)
         entries.setdefault(path, error)
     request_id = str(uuid.uuid4())
-    svc.store.create_request(request_id, owner, list(entries.items()))
+    svc.store.requests.create(request_id, owner, list(entries.items()))
     resp = jsonify(requestId=request_id)
     resp.status_code = 201
     resp.headers["Location"] = f"{request.host_url.rstrip('/')}{_root(svc)}/stage/{request_id}"
@@ -259,7 +259,7 @@ def stage_status(request_id: str):
 def cancel(request_id: str):
     svc, _req, files = _owned(request_id)
     paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
-    svc.store.cancel_request_files(request_id, paths)
+    svc.store.requests.cancel_files(request_id, paths)
     return Response(status=200, mimetype="text/plain")
 
 
@@ -267,8 +267,8 @@ def cancel(request_id: str):
 @operation("Cancel and forget a stage request", {"200": EMPTY, **errors(404)}, params=REQUEST_ID)
 def delete(request_id: str):
     svc, _req, files = _owned(request_id)
-    svc.store.cancel_request_files(request_id, [f.path for f in files])
-    svc.store.delete_request(request_id)
+    svc.store.requests.cancel_files(request_id, [f.path for f in files])
+    svc.store.requests.delete(request_id)
     return Response(status=200, mimetype="text/plain")
 
 
@@ -283,7 +283,7 @@ def release(request_id: str):
     """Recorded only: nothing is evicted from disk (see README)."""
     svc, _req, files = _owned(request_id)
     paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
-    svc.store.release_request_files(request_id, paths)
+    svc.store.requests.release_files(request_id, paths)
     return Response(status=200, mimetype="text/plain")
 
 

@@ -100,14 +100,21 @@ def start(env: Mapping[str, str], log: Path, *, timeout: float = 30, root: Path 
         raise
 
 
-def kill_recalls(state_dir: Path) -> None:
-    """Kill the `eeadm recall` processes of batches still running in a store
-    (they run in their own session, so stopping gunicorn leaves them)."""
-    from ltfsee_globus.store import STORE_FILE, Store
+def open_store(env: Mapping[str, str]):
+    """The store a server or stager started with environment `env` uses."""
+    from ltfsee_globus.config import Settings
+    from ltfsee_globus.store import open_store as open_configured
 
-    store = Store(state_dir / STORE_FILE)
+    return open_configured(Settings(STATE_DIR=env["STATE_DIR"], STORE_URL=env.get("STORE_URL", "")))
+
+
+def kill_recalls(env: Mapping[str, str]) -> None:
+    """Kill the `eeadm recall` processes of batches still running in the store
+    of a server with environment `env` (they run in their own session, so
+    stopping gunicorn leaves them)."""
+    store = open_store(env)
     try:
-        for batch in store.running_batches():
+        for batch in store.queue.running_batches():
             if batch.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(batch.pid, signal.SIGKILL)

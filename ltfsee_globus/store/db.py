@@ -1,0 +1,143 @@
+"""What the role modules run SQL through, whichever engine is underneath.
+
+The role modules (files, queue, prefetch, requests, operators) write their SQL
+once, in the dialect both engines speak (`?` placeholders, `ON CONFLICT`,
+`RETURNING`, `CAST(x AS BIGINT)`, TRUE/FALSE), and run it through a `Tx`. An
+engine (sqlite.py, postgres.py) supplies the connections, the transactions
+and their retries, the translation of placeholders, and the few fragments
+that differ (`lock_rows`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from importlib.resources import files
+from typing import Any, Protocol, TypeVar
+
+from .records import from_row
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be used now: the database is down or unreachable,
+    STATE_DIR is full or read-only, an I/O error, or locked too long. Nothing
+    of the failed transaction was kept; the same call works again once the
+    cause is gone (the web tier answers 503 with Retry-After)."""
+
+
+def process_owner() -> str:
+    """This process, as rows that belong to one process name it: host:pid
+    (a pid alone is not unique once several hosts share a database)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Cursor(Protocol):
+    rowcount: int
+    description: Any
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Tx(ABC):
+    """One connection inside one transaction (or one autocommit read)."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+
+    @abstractmethod
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> int:
+        """Run `sql` once per parameter tuple; the rows changed in all."""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return [tuple(r) for r in self.execute(sql, params).fetchall()]
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    def records(self, cls: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        """Rows as records of `cls`, by column name."""
+        cur = self.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [from_row(cls, dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+
+    def record(self, cls: type[R], sql: str, params: Sequence[Any] = ()) -> R | None:
+        found = self.records(cls, sql, params)
+        return found[0] if found else None
+
+
+class Database(ABC):
+    """An engine: transactions with the right isolation and retries, and reads."""
+
+    #: "sqlite" or "postgresql"
+    engine: str
+    #: appended to a SELECT whose rows the transaction will change and that a
+    #: concurrent transaction must not take too (a claim): row locks where the
+    #: engine has them; SQLite's one writer at a time makes it "" there
+    lock_rows: str
+    #: the same, waiting for a row another transaction holds instead of skipping it
+    lock_row: str
+
+    @abstractmethod
+    def write(self, work: Callable[[Tx], T]) -> T:
+        """Run `work` in one write transaction and commit; StoreUnavailable when
+        the store cannot take it. `work` may run more than once (an engine
+        retries a transaction that lost a race), so it must only touch the
+        database."""
+
+    @abstractmethod
+    def read(self, work: Callable[[Tx], T]) -> T:
+        """Run `work` on a connection that sees committed data."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Which database this is, for people (never a password)."""
+
+    # -- one-statement reads --------------------------------------------------
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        return self.read(lambda c: c.one(sql, params))
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self.read(lambda c: c.all(sql, params))
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.read(lambda c: c.scalar(sql, params))
+
+    def records(self, cls: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        return self.read(lambda c: c.records(cls, sql, params))
+
+    def record(self, cls: type[R], sql: str, params: Sequence[Any] = ()) -> R | None:
+        return self.read(lambda c: c.record(cls, sql, params))
+
+
+def migration_scripts(engine: str) -> list[str]:
+    """The schema of an engine, one script per version in migrations/ENGINE/
+    (NNNN_name.sql), oldest first. Each engine has its own history."""
+    found = sorted(
+        (
+            f
+            for f in files("ltfsee_globus.store").joinpath("migrations", engine).iterdir()
+            if f.name.endswith(".sql")
+        ),
+        key=lambda f: f.name,
+    )
+    return [f.read_text(encoding="utf-8") for f in found]
+
+
+def placeholders(n: int) -> str:
+    """`?, ?, ?` for an IN list of n values."""
+    return ", ".join("?" * n)

@@ -1,0 +1,245 @@
+"""File records: what a poll reads and writes, and what placement asks.
+
+`enqueue` is the one way a file enters the queue (a Globus poll, a WLCG
+request's intake, prefetch). It is a single upsert that takes a file afresh
+only when it is not already queued or recalling, so two nodes enqueueing one
+file at once give one record, and a file a recall holds is never reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from .db import Database, Tx, placeholders, process_owner
+from .records import ACTIVE, FAILED, QUEUED, FileRecord
+
+#: How many values one `IN (...)` list carries.
+CHUNK = 500
+
+
+def enqueue(
+    c: Tx,
+    path: str,
+    library: str | None,
+    *,
+    prefetched: bool,
+    size: int | None,
+    tape: str | None,
+    now: float,
+) -> tuple[str, bool]:
+    """Queue a file unless it is queued or recalling (then it is left alone).
+    A file that was done or failed is queued afresh with its attempts reset.
+    Returns its status afterwards and whether this call queued it."""
+    row = c.one(
+        "INSERT INTO files (path, library, status, prefetched, requested, size, tape, "
+        "queued_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (path) DO UPDATE SET library = excluded.library, status = excluded.status, "
+        "attempts = 0, last_error = NULL, batch_id = NULL, prefetched = excluded.prefetched, "
+        "requested = excluded.requested, size = coalesce(excluded.size, files.size), "
+        "tape = coalesce(excluded.tape, files.tape), queued_at = excluded.queued_at, "
+        "not_before = 0, updated_at = excluded.updated_at, finished_at = NULL "
+        "WHERE files.status NOT IN (?, ?) RETURNING status",
+        (
+            path,
+            library or "",
+            QUEUED,
+            prefetched,
+            not prefetched,
+            size,
+            tape,
+            now,
+            now,
+            now,
+            *ACTIVE,
+        ),
+    )
+    if row is not None:
+        return QUEUED, True
+    # active: the upsert left it (and, on PostgreSQL, locked its row)
+    return c.scalar("SELECT status FROM files WHERE path = ?", (path,)), False
+
+
+def add_requester(c: Tx, path: str, kind: str, ref: str, now: float) -> bool:
+    """Record that (kind, ref) wants the file; False when it was known."""
+    cur = c.execute(
+        "INSERT INTO requesters (path, kind, ref, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        (path, kind, ref, now),
+    )
+    return cur.rowcount > 0
+
+
+def trigger(c: Tx, taskid: str, path: str, library: str, now: float) -> None:
+    """Tell the prefetcher that a task asked for a file it had not asked for before."""
+    c.execute(
+        "INSERT INTO prefetch_triggers (taskid, path, library, created_at) VALUES (?, ?, ?, ?)",
+        (taskid, path, library, now),
+    )
+
+
+def confirm(c: Tx, path: str) -> None:
+    """Mark a file as asked for by a client; a prefetched one counts as a hit
+    for the task whose prefetch queued it."""
+    row = c.one(
+        "UPDATE files SET requested = TRUE WHERE path = ? AND NOT requested "
+        "RETURNING prefetched, coalesce(size, 0)",
+        (path,),
+    )
+    if row is not None and row[0]:
+        c.execute(
+            "UPDATE prefetch_tasks SET asked_files = asked_files + 1, "
+            "asked_bytes = asked_bytes + ? WHERE taskid IN "
+            "(SELECT ref FROM requesters WHERE path = ? AND kind = 'prefetch')",
+            (row[1], path),
+        )
+
+
+class Polls:
+    """What a Globus poll reads and writes (the web tier's hot path)."""
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.clock = clock
+        self.owner = process_owner()
+
+    def lookup(self, path: str, kind: str = "", ref: str = "") -> FileRecord | None:
+        """A file's record; `known` when (kind, ref) already asked for it."""
+        return self.db.record(
+            FileRecord,
+            "SELECT f.*, EXISTS (SELECT 1 FROM requesters r WHERE r.path = f.path "
+            "AND r.kind = ? AND r.ref = ?) AS known FROM files f WHERE f.path = ?",
+            (kind, ref, path),
+        )
+
+    def request(
+        self,
+        path: str,
+        library: str | None,
+        kind: str = "",
+        ref: str = "",
+        *,
+        size: int | None = None,
+        tape: str | None = None,
+        trigger_prefetch: bool = False,
+    ) -> str:
+        """Queue a file a client asked for, unless it is already queued or
+        recalling, and record who asked. Returns the file's status afterwards."""
+
+        def work(c: Tx) -> str:
+            now = self.clock()
+            status, fresh = enqueue(
+                c, path, library, prefetched=False, size=size, tape=tape, now=now
+            )
+            if not fresh:  # already wanted: a prefetched one is now a hit
+                confirm(c, path)
+            if kind:  # a Globus poll without a task id still counts as wanting the file
+                add_requester(c, path, kind, ref, now)
+            if trigger_prefetch and ref:
+                trigger(c, ref, path, library or "", now)
+            return status
+
+        return self.db.write(work)
+
+    def note_requester(
+        self, path: str, kind: str, ref: str, *, trigger_prefetch: bool = False
+    ) -> None:
+        """Record that (kind, ref) asked for a file we already track."""
+
+        def work(c: Tx) -> None:
+            now = self.clock()
+            # the file's row first: a concurrent cancel that drops unwanted
+            # files takes it too, so it sees this requester or none of it
+            c.execute(f"SELECT 1 FROM files WHERE path = ?{self.db.lock_row}", (path,))
+            fresh = add_requester(c, path, kind, ref, now)
+            confirm(c, path)
+            if trigger_prefetch and ref and fresh:
+                trigger(c, ref, path, "", now)
+
+        self.db.write(work)
+
+    def fail(self, path: str, reason: str, kind: str, ref: str, size: int | None = None) -> None:
+        """Record a file that cannot be recalled at all (no usable copy), so its
+        polls answer the reason from the store, without eeadm, until
+        FAILED_RETENTION. A file being recalled is left alone."""
+
+        def work(c: Tx) -> None:
+            now = self.clock()
+            c.execute(
+                "INSERT INTO files (path, status, last_error, requested, size, queued_at, "
+                "created_at, updated_at, finished_at) VALUES (?, ?, ?, TRUE, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET status = excluded.status, "
+                "last_error = excluded.last_error, batch_id = NULL, "
+                "updated_at = excluded.updated_at, finished_at = excluded.finished_at "
+                "WHERE files.status NOT IN (?, ?)",
+                (path, FAILED, reason, size, now, now, now, now, *ACTIVE),
+            )
+            if kind:
+                add_requester(c, path, kind, ref, now)
+
+        self.db.write(work)
+
+    def lookup_running(self, delta: int) -> None:
+        """Count this process's `eeadm file state` calls for polls in flight (+1 / -1):
+        while some run, more files are about to be queued and a batch should wait."""
+        now = self.clock()
+        self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO lookups (owner, running, since) VALUES (?, ?, ?) "
+                "ON CONFLICT (owner) DO UPDATE SET running = CASE "
+                "WHEN lookups.running + ? > 0 THEN lookups.running + ? ELSE 0 END, "
+                "since = CASE WHEN lookups.running = 0 THEN excluded.since "
+                "ELSE lookups.since END",
+                (self.owner, max(delta, 0), now, delta, delta),
+            )
+        )
+
+
+class Tapes:
+    """Where work already is: what placement and prefetch weigh a copy by."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def busy_tapes(self, tapes: Sequence[str]) -> set[str]:
+        """Those of `tapes` that queued or recalling files need."""
+        wanted = list(dict.fromkeys(tapes))
+        busy: set[str] = set()
+        for i in range(0, len(wanted), CHUNK):
+            part = wanted[i : i + CHUNK]
+            busy.update(
+                r[0]
+                for r in self.db.all(
+                    f"SELECT DISTINCT tape FROM files WHERE tape IN ({placeholders(len(part))}) "
+                    "AND status IN (?, ?)",
+                    (*part, *ACTIVE),
+                )
+            )
+        return busy
+
+    def library_load(self) -> dict[str, int]:
+        """Files queued or recalling per library."""
+        rows = self.db.all(
+            "SELECT library, count(*) FROM files WHERE status IN (?, ?) GROUP BY library", ACTIVE
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def active_tapes(self) -> set[str]:
+        """Tapes of the files queued or recalling: they will be mounted anyway."""
+        rows = self.db.all(
+            "SELECT DISTINCT tape FROM files WHERE status IN (?, ?) AND tape IS NOT NULL", ACTIVE
+        )
+        return {r[0] for r in rows}
+
+    def known(self, paths: Iterable[str]) -> dict[str, str]:
+        """Status of those of `paths` we have records for."""
+        wanted = list(dict.fromkeys(paths))
+        out: dict[str, str] = {}
+        for i in range(0, len(wanted), CHUNK):
+            part = wanted[i : i + CHUNK]
+            out.update(
+                self.db.all(
+                    f"SELECT path, status FROM files WHERE path IN ({placeholders(len(part))})",
+                    part,
+                )
+            )
+        return out

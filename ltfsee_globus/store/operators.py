@@ -1,0 +1,248 @@
+"""What operators see and change: listings, counts, eeadm health, and the
+CLI's retry, cancel and forget (each recorded: who, when, what)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .db import Database, Tx, process_owner
+from .records import (
+    CANCELLED,
+    FAILED,
+    PREFETCH_FIELDS,
+    QUEUED,
+    STARTED,
+    STATUSES,
+    SUBMITTED,
+    TOTALS,
+    Backlog,
+    Batch,
+    Counts,
+    EeadmHealth,
+    FileRecord,
+    OperatorAction,
+    TapeQueue,
+)
+
+
+class Operators:
+    """The status page's, the CLI's, /metrics' and /readyz's view of the store."""
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.clock = clock
+        self.owner = process_owner()
+
+    # -- what is there ------------------------------------------------------------
+    def files(
+        self,
+        *,
+        status: str | None = None,
+        library: str | None = None,
+        tape: str | None = None,
+        task: str | None = None,
+        prefix: str | None = None,
+        retrying: bool = False,
+        limit: int = 100,
+    ) -> list[FileRecord]:
+        """File records matching every filter given, oldest queued first.
+        `retrying`: only files that have had a failed attempt."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", status), ("library", library), ("tape", tape)):
+            if value is not None:
+                where.append(f"f.{column} = ?")
+                params.append(value)
+        if task is not None:
+            where.append("EXISTS (SELECT 1 FROM requesters r WHERE r.path = f.path AND r.ref = ?)")
+            params.append(task)
+        if prefix is not None:
+            where.append("substr(f.path, 1, ?) = ?")
+            params += [len(prefix), prefix]
+        if retrying:
+            where.append("f.last_error IS NOT NULL")
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        return self.db.records(
+            FileRecord,
+            f"SELECT * FROM files f {clause}ORDER BY f.queued_at, f.path LIMIT ?",
+            (*params, limit),
+        )
+
+    def batches(self, limit: int = 20) -> list[Batch]:
+        """The newest batches, running ones first, with files on disk so far."""
+        return self.db.records(
+            Batch,
+            "SELECT b.*, (SELECT count(*) FROM files f WHERE f.batch_id = b.id "
+            "AND f.status = 'done') AS files_done FROM batches b "
+            "ORDER BY b.status = 'running' DESC, b.id DESC LIMIT ?",
+            (limit,),
+        )
+
+    def queue_by_tape(self) -> list[TapeQueue]:
+        """Queued files per library and tape, with the oldest one's age."""
+        return self.db.records(
+            TapeQueue,
+            "SELECT library, coalesce(tape, '') AS tape, count(*) AS files, "
+            "CAST(coalesce(sum(size), 0) AS BIGINT) AS bytes, ? - min(queued_at) AS oldest_age "
+            "FROM files WHERE status = ? GROUP BY library, coalesce(tape, '') "
+            "ORDER BY oldest_age DESC",
+            (self.clock(), QUEUED),
+        )
+
+    def queue_by_library(self) -> list[Backlog]:
+        """Queued files per library, with the oldest one's age."""
+        return self.db.records(
+            Backlog,
+            "SELECT library, count(*) AS files, ? - min(queued_at) AS oldest_age FROM files "
+            "WHERE status = ? GROUP BY library ORDER BY library",
+            (self.clock(), QUEUED),
+        )
+
+    def counts(self) -> Counts:
+        """Totals kept by the store's triggers (a scrape costs the same at ten
+        million records as at ten)."""
+
+        def read(c: Tx) -> tuple[dict[str, int], float | None]:
+            tally = dict(c.all("SELECT name, CAST(sum(n) AS BIGINT) FROM tallies GROUP BY name"))
+            oldest = c.scalar("SELECT min(queued_at) FROM files WHERE status = ?", (QUEUED,))
+            return tally, oldest
+
+        tally, oldest = self.db.read(read)
+        return Counts(
+            files={s: tally.get(f"files:{s}", 0) for s in STATUSES},
+            batches={s: tally.get(f"batches:{s}", 0) for s in ("running", "done")},
+            prefetch={f: tally.get(f"prefetch:{f}", 0) for f in PREFETCH_FIELDS},
+            totals={t: tally.get(f"total:{t}", 0) for t in TOTALS},
+            oldest_queued_age=None if oldest is None else max(self.clock() - oldest, 0.0),
+        )
+
+    # -- health -------------------------------------------------------------------
+    def probe(self, name: str) -> None:
+        """A small write (StoreUnavailable when the store takes none): readiness.
+        Each process writes its own row, so checks from many nodes never queue
+        on one."""
+        self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO probes (name, at) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET at = excluded.at",
+                (f"{name}@{self.owner}", self.clock()),
+            )
+        )
+
+    def note_eeadm(self, subcommand: str, outcome: str, seconds: float, error: str | None) -> None:
+        """Record how an eeadm run went (the status page's eeadm health)."""
+        now = self.clock()
+        failed = outcome != "ok"
+        self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO eeadm_health (subcommand, at, outcome, seconds, calls, failures, "
+                "last_error, last_error_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?) "
+                "ON CONFLICT (subcommand) DO UPDATE SET at = excluded.at, "
+                "outcome = excluded.outcome, seconds = excluded.seconds, "
+                "calls = eeadm_health.calls + 1, "
+                "failures = eeadm_health.failures + excluded.failures, "
+                "last_error = coalesce(excluded.last_error, eeadm_health.last_error), "
+                "last_error_at = coalesce(excluded.last_error_at, eeadm_health.last_error_at)",
+                (subcommand, now, outcome, seconds, int(failed), error, now if failed else None),
+            )
+        )
+
+    def eeadm_health(self) -> list[EeadmHealth]:
+        """Per subcommand: the last run (when, outcome, seconds), runs, failures, last error."""
+        return self.db.records(
+            EeadmHealth,
+            "SELECT *, ? - at AS age FROM eeadm_health ORDER BY subcommand",
+            (self.clock(),),
+        )
+
+    def actions(self, limit: int = 20) -> list[OperatorAction]:
+        return self.db.records(
+            OperatorAction,
+            "SELECT at, who, action, target, files FROM operator_actions ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+
+    # -- changes ------------------------------------------------------------------
+    def retry(self, paths: Sequence[str] | None, who: str) -> int:
+        """Queue failed files afresh (all failed ones when `paths` is None),
+        attempts reset. Recorded as an operator action."""
+
+        def work(c: Tx) -> int:
+            now = self.clock()
+            sql = (
+                "UPDATE files SET status = ?, attempts = 0, not_before = 0, last_error = NULL, "
+                "batch_id = NULL, finished_at = NULL, queued_at = ?, updated_at = ? "
+                "WHERE status = ?"
+            )
+            if paths is None:
+                n = c.execute(sql, (QUEUED, now, now, FAILED)).rowcount
+            else:
+                n = c.executemany(
+                    sql + " AND path = ?", [(QUEUED, now, now, FAILED, p) for p in paths]
+                )
+            self._record(c, who, "retry", "all failed" if paths is None else ", ".join(paths), n)
+            return n
+
+        return self.db.write(work)
+
+    def cancel(self, paths: Sequence[str] | None, task: str | None, who: str) -> int:
+        """Forget queued files (not those a running recall holds): the given
+        paths, or every file only task `task` asked for. WLCG requests holding
+        them see them CANCELLED."""
+
+        def work(c: Tx) -> int:
+            now = self.clock()
+            if task is not None:
+                c.execute(
+                    "DELETE FROM requesters WHERE ref = ? AND kind IN ('globus', 'prefetch')",
+                    (task,),
+                )
+                rows = c.all(
+                    "SELECT path FROM files f WHERE status = ? AND NOT EXISTS "
+                    f"(SELECT 1 FROM requesters r WHERE r.path = f.path){self.db.lock_rows}",
+                    (QUEUED,),
+                )
+                targets = [r[0] for r in rows]
+            else:
+                targets = list(paths or [])
+            n = 0
+            for path in targets:
+                gone = c.execute(
+                    "DELETE FROM files WHERE path = ? AND status = ?", (path, QUEUED)
+                ).rowcount
+                if gone:
+                    n += gone
+                    c.execute("DELETE FROM requesters WHERE path = ?", (path,))
+                    c.execute(
+                        "UPDATE request_files SET state = ?, finished_at = ? "
+                        "WHERE path = ? AND state IN (?, ?)",
+                        (CANCELLED, now, path, SUBMITTED, STARTED),
+                    )
+            self._record(c, who, "cancel", f"task {task}" if task else ", ".join(targets), n)
+            return n
+
+        return self.db.write(work)
+
+    def forget(self, paths: Sequence[str], who: str) -> int:
+        """Drop failed records, so the next poll of each file starts afresh."""
+
+        def work(c: Tx) -> int:
+            n = c.executemany(
+                "DELETE FROM files WHERE path = ? AND status = ?", [(p, FAILED) for p in paths]
+            )
+            c.executemany(
+                "DELETE FROM requesters WHERE path = ? AND NOT EXISTS "
+                "(SELECT 1 FROM files WHERE files.path = requesters.path)",
+                [(p,) for p in paths],
+            )
+            self._record(c, who, "forget", ", ".join(paths), n)
+            return n
+
+        return self.db.write(work)
+
+    def _record(self, c: Tx, who: str, action: str, target: str, n: int) -> None:
+        c.execute(
+            "INSERT INTO operator_actions (at, who, action, target, files) VALUES (?, ?, ?, ?, ?)",
+            (self.clock(), who, action, target[:1000], n),
+        )

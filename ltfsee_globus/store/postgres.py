@@ -1,0 +1,188 @@
+"""The shared engine: PostgreSQL, for a site that runs several nodes.
+
+psycopg 3 with a psycopg-pool connection pool per process. STORE_URL is any
+libpq connection string (`postgresql://…` or `key=value …`), so TLS
+(`sslmode`, `sslrootcert`), `PGPASSFILE` and the `PG*` environment variables
+work as they do for psql.
+
+Concurrency is explicit, not SQLite's one writer:
+
+- every transaction runs at READ COMMITTED; none reads a row and writes on
+  what it read without holding that row: a claim reads the queued files
+  `FOR UPDATE SKIP LOCKED` (two claims at once never take one file), enqueue
+  is one `INSERT … ON CONFLICT DO UPDATE … WHERE` (two nodes enqueueing one
+  file at once give one record), and a cancel locks the file's row before it
+  counts who still wants it;
+- a transaction that loses a race anyway (a deadlock, a serialization
+  failure) is rolled back and run again, a few times, with jitter;
+- a connection the server dropped (a restart, `pg_terminate_backend`) is
+  replaced and the transaction run again when it failed before its COMMIT;
+  otherwise the caller gets StoreUnavailable (the web tier: 503 with
+  Retry-After) and the pool reconnects by itself once the server is back;
+- the tallies the status page and /metrics read are kept by triggers in
+  per-connection shards, so no row is one that every writer updates;
+- migrations (migrations/postgresql/, `schema_version`) run in one
+  transaction under an advisory lock, so processes starting at once apply
+  each exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ..conninfo import describe, given, redact
+from .db import Cursor, Database, StoreUnavailable, Tx, migration_scripts, process_owner
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: pg_advisory_xact_lock key that serialises migrations ("ltfsee" in ASCII).
+MIGRATION_LOCK = 0x6C7466736565
+#: How often a transaction that lost a race (deadlock, serialization failure) is tried.
+RACE_ATTEMPTS = 8
+#: How often a transaction whose connection the server dropped is tried.
+DROP_ATTEMPTS = 3
+#: Connection defaults where STORE_URL says nothing: give up connecting after
+#: 5 s, and find a dead server or host through TCP keepalives within ~20 s.
+CONNECT_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "3",
+    "keepalives_count": "3",
+}
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """Our `?` placeholders in psycopg's style (a literal % doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PgTx(Tx):
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        if not params:
+            return self.conn.execute(sql)  # type: ignore[return-value]
+        return self.conn.execute(_pg_sql(sql), params)  # type: ignore[return-value]
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> int:
+        seq = list(params)
+        if not seq:
+            return 0
+        with self.conn.cursor() as cur:
+            cur.executemany(_pg_sql(sql), seq)
+            return cur.rowcount
+
+
+def _broken(conn: psycopg.Connection | None) -> bool:
+    return conn is None or conn.closed or conn.broken
+
+
+class PostgresDatabase(Database):
+    """A pool of connections to the site's PostgreSQL database."""
+
+    engine = "postgresql"
+    lock_rows = " FOR UPDATE SKIP LOCKED"
+    lock_row = " FOR UPDATE"
+
+    def __init__(self, url: str, *, pool_size: int = 10, wait: float = 5.0) -> None:
+        self.url = url
+        named = given(url)
+        defaults = {**CONNECT_DEFAULTS, "application_name": f"ltfsee-globus {process_owner()}"}
+        kwargs: dict[str, Any] = {k: v for k, v in defaults.items() if k not in named}
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(pool_size, 1),
+            kwargs={"autocommit": True, **kwargs},
+            timeout=wait,
+            open=False,
+            name="ltfsee-store",
+        )
+        try:
+            self._pool.open(wait=True, timeout=wait)
+        except psycopg.OperationalError as exc:
+            self._pool.close()
+            raise self._unavailable(exc) from None
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def describe(self) -> str:
+        return describe(self.url)
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreUnavailable(
+            f"the database cannot be used ({self.describe()}): {redact(first, self.url)}"
+        )
+
+    def write(self, work: Callable[[Tx], T]) -> T:
+        race = drop = 0
+        while True:
+            conn: psycopg.Connection | None = None
+            committing = False
+            try:
+                with self._pool.connection() as conn:
+                    with conn.transaction():
+                        result = work(_PgTx(conn))
+                        committing = True
+                    return result
+            except psycopg.errors.TransactionRollback:
+                race += 1
+                if race >= RACE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2**race))
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                drop += 1
+                if committing or not _broken(conn) or drop >= DROP_ATTEMPTS:
+                    raise self._unavailable(exc) from None
+                log.info("store: a dropped connection replaced (%s)", type(exc).__name__)
+
+    def read(self, work: Callable[[Tx], T]) -> T:
+        drop = 0
+        while True:
+            conn: psycopg.Connection | None = None
+            try:
+                with self._pool.connection() as conn:
+                    return work(_PgTx(conn))
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                drop += 1
+                if not _broken(conn) or drop >= DROP_ATTEMPTS:
+                    raise self._unavailable(exc) from None
+                log.info("store: a dropped connection replaced (%s)", type(exc).__name__)
+
+    def _migrate(self) -> None:
+        """Bring the schema to the newest version under an advisory lock, so
+        that processes starting at the same moment apply each script once."""
+        scripts = migration_scripts("postgresql")
+
+        def migrate(c: Tx) -> None:
+            c.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            version = c.scalar("SELECT coalesce(max(version), 0) FROM schema_version")
+            for n, script in enumerate(scripts[version:], start=version + 1):
+                c.execute(script)
+                c.execute("INSERT INTO schema_version (version) VALUES (?)", (n,))
+                log.info("store: schema migrated to version %d", n)
+
+        self.write(migrate)
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,205 @@
+"""What the store hands out: plain typed records and the states they use.
+
+Code above the store sees these records and intent-named operations, never a
+database row, a column list or a driver type, so either engine can serve it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: File statuses: waiting for a batch, in a running recall, on disk, given up.
+QUEUED, RECALLING, DONE, FAILED = "queued", "recalling", "done", "failed"
+ACTIVE = (QUEUED, RECALLING)
+STATUSES = (QUEUED, RECALLING, DONE, FAILED)
+
+#: WLCG Tape REST file states.
+SUBMITTED, STARTED, COMPLETED, CANCELLED = "SUBMITTED", "STARTED", "COMPLETED", "CANCELLED"
+FINAL = (COMPLETED, "FAILED", CANCELLED)
+
+#: What is counted per task about prefetch: queued, later asked for, dropped.
+PREFETCH_FIELDS = ("files", "bytes", "asked_files", "asked_bytes", "dropped_files", "dropped_bytes")
+
+#: Monotonic totals (Prometheus counters), kept by the store's triggers.
+TOTALS = (
+    "queued",
+    "retried",
+    "recalled",
+    "recalled_bytes",
+    "failed",
+    "batches_succeeded",
+    "batches_partial",
+    "batches_failed",
+)
+
+
+def from_row(cls: type[T], row: Mapping[str, Any]) -> T:
+    """A record of `cls` from a row mapping (column name to value); columns
+    the record has no field for are ignored, a missing one takes its default."""
+    values = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in row:
+            continue
+        value = row[f.name]
+        values[f.name] = bool(value) if f.type == "bool" else value
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file the service has been asked about (or prefetched)."""
+
+    path: str
+    library: str
+    status: str  # queued, recalling, done, failed
+    attempts: int
+    last_error: str | None
+    batch_id: int | None
+    prefetched: bool
+    requested: bool  # a client asked for it (not only prefetch)
+    size: int | None
+    tape: str | None
+    queued_at: float
+    not_before: float
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    known: bool = False  # lookup(): the requester it named has asked for it before
+
+
+@dataclass(frozen=True)
+class Update:
+    """What the stager decided for one file of a finished batch."""
+
+    path: str
+    status: str
+    last_error: str | None = None
+    not_before: float = 0.0
+    size: int | None = None
+    tape: str | None = None
+    library: str | None = None  # another library's copy, for the next attempt
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One `eeadm recall`."""
+
+    id: int
+    library: str
+    status: str  # running, done
+    n_files: int
+    pid: int | None
+    eeadm_task_id: int | None
+    started_at: float
+    ended_at: float | None
+    outcome: str | None  # succeeded, partial, failed
+    detail: str | None
+    tape: str | None  # the one tape it reads (TAPE_DRIVES), else None
+    files_done: int = 0  # batches(): its files on disk so far
+
+
+@dataclass(frozen=True)
+class LibraryQueue:
+    """The files of one library ready for a recall now."""
+
+    library: str
+    n: int
+    oldest: float
+    newest: float
+
+
+@dataclass(frozen=True)
+class TapeQueue:
+    """Queued files of one library and tape (a file of unknown tape: tape "")."""
+
+    library: str
+    tape: str
+    files: int
+    bytes: int
+    oldest_age: float
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Queued files of one library."""
+
+    library: str
+    files: int
+    oldest_age: float
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """A WLCG stage request."""
+
+    id: str
+    owner: str
+    created_at: float
+    started_at: float | None
+
+
+@dataclass(frozen=True)
+class RequestFile:
+    """One file of a WLCG stage request."""
+
+    request_id: str
+    path: str
+    position: int
+    state: str
+    error: str | None
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class PrefetchTally:
+    """What prefetch queued for one task, and what became of it."""
+
+    taskid: str
+    files: int
+    bytes: int
+    asked_files: int
+    asked_bytes: int
+    dropped_files: int
+    dropped_bytes: int
+
+
+@dataclass(frozen=True)
+class EeadmHealth:
+    """How one eeadm subcommand answered lately, whichever process ran it."""
+
+    subcommand: str
+    at: float
+    outcome: str
+    seconds: float
+    calls: int
+    failures: int
+    last_error: str | None
+    last_error_at: float | None
+    age: float  # seconds since `at`
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    """A change an operator made by hand (the CLI)."""
+
+    at: float
+    who: str
+    action: str
+    target: str
+    files: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Totals for the status page and metrics, O(1) whatever the store's size."""
+
+    files: dict[str, int]  # per status, now
+    batches: dict[str, int]  # running, done, now
+    prefetch: dict[str, int]  # PREFETCH_FIELDS, ever
+    totals: dict[str, int]  # TOTALS, ever
+    oldest_queued_age: float | None

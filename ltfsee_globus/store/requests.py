@@ -1,0 +1,173 @@
+"""WLCG Tape REST stage requests and their files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .db import Database, Tx
+from .files import add_requester, confirm, enqueue
+from .records import (
+    CANCELLED,
+    FINAL,
+    QUEUED,
+    RECALLING,
+    STARTED,
+    SUBMITTED,
+    RequestFile,
+    StageRequest,
+)
+
+
+def settle(c: Tx, outcomes: Sequence[tuple[str, str, str | None]], now: float) -> None:
+    """Give the stage-request files of these paths (path, state, error) their
+    final state (the stager, when a recall's files are verified)."""
+    c.executemany(
+        "UPDATE request_files SET state = ?, error = ?, finished_at = ?, "
+        "started_at = coalesce(started_at, ?) "
+        "WHERE path = ? AND checked AND state IN (?, ?)",
+        [(state, error, now, now, path, SUBMITTED, STARTED) for path, state, error in outcomes],
+    )
+
+
+class Requests:
+    """Stage requests: created by the API, taken in by the stager."""
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.clock = clock
+
+    def create(self, request_id: str, owner: str, files: Sequence[tuple[str, str | None]]) -> None:
+        """Record a stage request: (path, error) per file; a file with an error
+        is FAILED at once, the others wait for the stager's intake (which
+        chooses each file's library from its copies)."""
+        now = self.clock()
+
+        def work(c: Tx) -> None:
+            c.execute(
+                "INSERT INTO stage_requests (id, owner, created_at) VALUES (?, ?, ?)",
+                (request_id, owner, now),
+            )
+            c.executemany(
+                "INSERT INTO request_files (request_id, path, position, state, checked, error, "
+                "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        request_id,
+                        path,
+                        n,
+                        "FAILED" if err else SUBMITTED,
+                        bool(err),
+                        err,
+                        now if err else None,
+                        now if err else None,
+                    )
+                    for n, (path, err) in enumerate(files)
+                ],
+            )
+
+        self.db.write(work)
+
+    def get(self, request_id: str) -> tuple[StageRequest, list[RequestFile]] | None:
+        """A request and its files, in the order they were asked for."""
+
+        def read(c: Tx) -> tuple[StageRequest, list[RequestFile]] | None:
+            req = c.record(StageRequest, "SELECT * FROM stage_requests WHERE id = ?", (request_id,))
+            if req is None:
+                return None
+            files = c.records(
+                RequestFile,
+                "SELECT * FROM request_files WHERE request_id = ? ORDER BY position",
+                (request_id,),
+            )
+            return req, files
+
+        return self.db.read(read)
+
+    def unchecked(self, limit: int) -> list[tuple[str, str]]:
+        """(request id, path) of request files not looked at yet, oldest first."""
+        return self.db.all(
+            "SELECT rf.request_id, rf.path FROM request_files rf "
+            "JOIN stage_requests r ON r.id = rf.request_id "
+            "WHERE NOT rf.checked ORDER BY r.created_at, rf.position LIMIT ?",
+            (limit,),
+        )
+
+    def intake(
+        self,
+        request_id: str,
+        path: str,
+        state: str | None,
+        error: str | None,
+        placement: tuple[str | None, str | None] = (None, None),
+        size: int | None = None,
+    ) -> None:
+        """Settle one request file after its first look: on disk (COMPLETED),
+        failed (FAILED + error) or to recall from `placement` (library, tape)
+        (state None: queued, or joined to a recall already queued or running)."""
+        library, tape = placement
+
+        def work(c: Tx) -> None:
+            now = self.clock()
+            new_state = state
+            if new_state is None:
+                status, fresh = enqueue(
+                    c, path, library, prefetched=False, size=size, tape=tape, now=now
+                )
+                if not fresh:
+                    confirm(c, path)
+                add_requester(c, path, "wlcg", request_id, now)
+                new_state = STARTED if status == RECALLING else SUBMITTED
+            final = new_state in FINAL
+            c.execute(
+                "UPDATE request_files SET checked = TRUE, state = ?, error = ?, "
+                "started_at = CASE WHEN ? THEN ? END, finished_at = CASE WHEN ? THEN ? END "
+                "WHERE request_id = ? AND path = ? AND NOT checked",
+                (new_state, error, new_state != SUBMITTED, now, final, now, request_id, path),
+            )
+            c.execute(
+                "UPDATE stage_requests SET started_at = coalesce(started_at, ?) WHERE id = ?",
+                (now, request_id),
+            )
+
+        self.db.write(work)
+
+    def cancel_files(self, request_id: str, paths: Sequence[str]) -> None:
+        """Cancel files of a request: drop its claim on each, and forget a queued
+        file nobody else wants. A running recall is never disturbed."""
+
+        def work(c: Tx) -> None:
+            now = self.clock()
+            for path in paths:
+                # the file's row first (as enqueue and note_requester take it),
+                # so no requester can join between the count and the delete
+                c.execute(f"SELECT 1 FROM files WHERE path = ?{self.db.lock_row}", (path,))
+                cur = c.execute(
+                    "UPDATE request_files SET state = ?, finished_at = ? "
+                    "WHERE request_id = ? AND path = ? AND state IN (?, ?)",
+                    (CANCELLED, now, request_id, path, SUBMITTED, STARTED),
+                )
+                if not cur.rowcount:
+                    continue
+                c.execute(
+                    "DELETE FROM requesters WHERE path = ? AND kind = 'wlcg' AND ref = ?",
+                    (path, request_id),
+                )
+                if not c.one("SELECT 1 FROM requesters WHERE path = ? LIMIT 1", (path,)):
+                    c.execute("DELETE FROM files WHERE path = ? AND status = ?", (path, QUEUED))
+
+        self.db.write(work)
+
+    def release_files(self, request_id: str, paths: Sequence[str]) -> None:
+        self.db.write(
+            lambda c: c.executemany(
+                "UPDATE request_files SET released = TRUE WHERE request_id = ? AND path = ?",
+                [(request_id, p) for p in paths],
+            )
+        )
+
+    def delete(self, request_id: str) -> None:
+        def work(c: Tx) -> None:
+            c.execute("DELETE FROM request_files WHERE request_id = ?", (request_id,))
+            c.execute("DELETE FROM stage_requests WHERE id = ?", (request_id,))
+
+        self.db.write(work)
