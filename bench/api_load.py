@@ -1,13 +1,26 @@
 """Hot-path poll throughput and latency of the Globus endpoint, measured with wrk.
 
-Starts the real service (gunicorn, embedded stager) on a small simulated
+Starts the real service (gunicorn, embedded stager, shipped defaults but for
+the settings below) once per store engine, each on its own small simulated
 library whose `eeadm recall` never finishes, then drives the stage app's
-request at 8 and 64 concurrent connections for two files: one resident
+request at 8 and 64 concurrent clients, each poll on a new connection as the
+stage app makes it (`--keep-alive` reuses them), for two files: one resident
 (answered from the state cache) and one whose recall is in flight (answered
-from the store). It also counts the eeadm calls made during the in-flight run.
+from the store). The engines' servers run side by side and take turns,
+round after round (`--rounds`), so a noisy machine hits both alike; the
+table gives each figure's median over the rounds and PostgreSQL's ratio to
+SQLite. It also counts the eeadm calls made during each run.
 
-    apt-get install wrk
-    python bench/api_load.py [--seconds 10] [--workers 2] [--threads 8]
+    apt-get install wrk postgresql
+    python bench/api_load.py [--seconds 10] [--rounds 3] [--engines sqlite postgresql]
+
+Settings changed from the shipped defaults, the same for every engine:
+BATCH_WINDOW=0 and PREFETCH=false (the one in-flight file goes at once),
+CACHE_DEFAULT_TIMEOUT=3600 (the resident file stays cached), LOGLEVEL=WARNING
+and ACCESS_LOG=false (no log I/O in the figures). Leaves out: TLS, a network
+between client and server and between the service and PostgreSQL (all
+loopback on one 2-core machine, wrk included), and PostgreSQL tuning (the
+cluster runs Debian's defaults, durable).
 """
 
 from __future__ import annotations
@@ -16,7 +29,7 @@ import argparse
 import json
 import re
 import shutil
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +37,7 @@ import time
 from pathlib import Path
 
 import requests
-from harness import devserver
+from harness import devserver, pgcluster
 
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
 
@@ -37,18 +50,19 @@ wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-API-KEY"] = "{key}"
-"""
+{close}"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wrk(url: str, body: dict, connections: int, seconds: int, tmp: Path) -> dict:
+def wrk(
+    url: str, body: dict, connections: int, seconds: int, tmp: Path, *, keep_alive: bool = False
+) -> dict:
+    """One wrk run. Without keep_alive each request comes on a new connection,
+    as the stage app's do (one process per poll): gunicorn's workers then
+    share the load request by request, where a few kept-alive connections
+    can all land on one worker and leave the other idle."""
     script = tmp / "post.lua"
-    script.write_text(LUA.format(body=json.dumps(body), key=KEY))
+    close = "" if keep_alive else 'wrk.headers["Connection"] = "close"\n'
+    script.write_text(LUA.format(body=json.dumps(body), key=KEY, close=close))
     out = subprocess.run(
         [
             "wrk",
@@ -82,74 +96,122 @@ def wrk(url: str, body: dict, connections: int, seconds: int, tmp: Path) -> dict
     }
 
 
+def serve(tmp: Path, name: str, store_url: str, args: argparse.Namespace) -> dict:
+    """A service on its own library and state; its URL, calls log and files."""
+    base = tmp / name
+    fs = init_library(base / "lib", Layout(time_scale=1.0), Timing())
+    resident, migrated = (Library.list_paths(base / "lib", s)[0] for s in ("R", "M"))
+    calls = base / "calls.log"
+    command = devserver.eeadm_wrapper(
+        base / "eeadm",
+        base / "lib",
+        calls,
+        before='if [ "$1" = recall ]; then exec sleep 3600; fi\n',  # stays in flight
+    )
+    env = {
+        "AUTH_KEY": KEY,
+        "EEADM_COMMAND": command[0],
+        "MANAGED_ROOTS": str(fs),
+        "STATE_DIR": str(base / "state"),
+        "STORE_URL": store_url,
+        "WORKERS": str(args.workers),
+        "THREADS": str(args.threads),
+        "BATCH_WINDOW": "0",
+        "BATCH_QUIET": "0",
+        "PREFETCH": "false",
+        "LOGLEVEL": "WARNING",
+        "CACHE_DEFAULT_TIMEOUT": "3600",
+        "ACCESS_LOG": "false",
+    }
+    server = devserver.start(env, base / "gunicorn.log")
+    hdr = {"X-API-KEY": KEY}
+    in_flight = {"path": migrated, "globus_taskid": "load"}
+    requests.post(server.url + RECALL, json=in_flight, headers=hdr, timeout=10)
+    for _ in range(100):  # wait until the stager has the recall running
+        if "recall" in (calls.read_text() if calls.exists() else ""):
+            break
+        time.sleep(0.1)
+    for _ in range(4):  # warm every worker's cache for the resident file
+        requests.post(server.url + RECALL, json={"path": resident}, headers=hdr, timeout=10)
+    bodies = {"resident": {"path": resident, "globus_taskid": "load"}, "in flight": in_flight}
+    return {"server": server, "calls": calls, "bodies": bodies}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--engines", nargs="+", default=["sqlite", "postgresql"])
+    ap.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="reuse each connection (FTS-like) instead of one per poll (the stage app's)",
+    )
     args = ap.parse_args(argv)
     if not shutil.which("wrk"):
         print("api_load: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
+    runs: dict[tuple[str, str, int], list[dict]] = {}
+    services: dict[str, dict] = {}
+    cluster = pgcluster.start(durable=True) if "postgresql" in args.engines else None
     with tempfile.TemporaryDirectory(prefix="api-load-") as d:
         tmp = Path(d)
-        fs = init_library(tmp / "lib", Layout(time_scale=1.0), Timing())
-        resident, migrated = (Library.list_paths(tmp / "lib", s)[0] for s in ("R", "M"))
-        calls = tmp / "calls.log"
-        command = devserver.eeadm_wrapper(
-            tmp / "eeadm",
-            tmp / "lib",
-            calls,
-            before='if [ "$1" = recall ]; then exec sleep 3600; fi\n',  # stays in flight
-        )
-        env = {
-            "AUTH_KEY": KEY,
-            "EEADM_COMMAND": command[0],
-            "MANAGED_ROOTS": str(fs),
-            "STATE_DIR": str(tmp / "state"),
-            "WORKERS": str(args.workers),
-            "THREADS": str(args.threads),
-            "BATCH_WINDOW": "0",
-            "BATCH_QUIET": "0",
-            "PREFETCH": "false",
-            "LOGLEVEL": "WARNING",
-            "CACHE_DEFAULT_TIMEOUT": "3600",
-            "ACCESS_LOG": "false",
-        }
-        server = devserver.start(env, tmp / "gunicorn.log")
-        url = server.url
         try:
-            hdr = {"X-API-KEY": KEY}
-            body_in_flight = {"path": migrated, "globus_taskid": "load"}
-            requests.post(url + RECALL, json=body_in_flight, headers=hdr, timeout=10)
-            for _ in range(100):  # wait until the stager has the recall running
-                if "recall" in (calls.read_text() if calls.exists() else ""):
-                    break
-                time.sleep(0.1)
-            for _ in range(4):  # warm every worker's cache for the resident file
-                requests.post(url + RECALL, json={"path": resident}, headers=hdr, timeout=10)
-            rows = []
-            for name, body in (
-                ("resident", {"path": resident, "globus_taskid": "load"}),
-                ("in flight", body_in_flight),
-            ):
-                for conns in (8, 64):
-                    before = len(calls.read_text().splitlines())
-                    r = wrk(url, body, conns, args.seconds, tmp)
-                    r.update(file=name, eeadm_calls=len(calls.read_text().splitlines()) - before)
-                    rows.append(r)
-                    print(json.dumps(r), flush=True)
+            for engine in args.engines:
+                url = cluster.create_database("load") if engine == "postgresql" else ""
+                services[engine] = serve(tmp, engine, url, args)
+            for n in range(args.rounds):
+                for engine, svc in services.items():
+                    for name, body in svc["bodies"].items():
+                        for conns in (8, 64):
+                            before = len(svc["calls"].read_text().splitlines())
+                            r = wrk(
+                                svc["server"].url,
+                                body,
+                                conns,
+                                args.seconds,
+                                tmp,
+                                keep_alive=args.keep_alive,
+                            )
+                            made = len(svc["calls"].read_text().splitlines()) - before
+                            r.update(round=n + 1, engine=engine, file=name, eeadm_calls=made)
+                            runs.setdefault((engine, name, conns), []).append(r)
+                            print(json.dumps(r), flush=True)
         finally:
-            server.stop()
-            devserver.kill_recalls(server.env)  # the never-ending recall
-    print("\n| file | connections | requests/s | p50 ms | p99 ms | non-2xx | eeadm calls |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['file']} | {r['connections']} | {r['rps']} | {r['p50_ms']:.2f} "
-            f"| {r['p99_ms']:.2f} | {r['non_2xx']} | {r['eeadm_calls']} |"
+            for svc in services.values():
+                svc["server"].stop()
+                devserver.kill_recalls(svc["server"].env)  # the never-ending recall
+            if cluster:
+                cluster.destroy()
+    print(f"\nmedian of {args.rounds} interleaved round(s) of {args.seconds} s each")
+    print("| engine | file | connections | requests/s | p50 ms | p99 ms | non-2xx | eeadm calls |")
+    print("|---|---|---|---|---|---|---|---|")
+    med: dict[tuple[str, str, int], dict] = {}
+    for key, rs in runs.items():
+        engine, name, conns = key
+        m = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms")}
+        m.update(
+            non_2xx=sum(r["non_2xx"] for r in rs), eeadm_calls=sum(r["eeadm_calls"] for r in rs)
         )
-    return 0
+        med[key] = m
+        print(
+            f"| {engine} | {name} | {conns} | {m['rps']:.0f} | {m['p50_ms']:.2f} "
+            f"| {m['p99_ms']:.2f} | {m['non_2xx']} | {m['eeadm_calls']} |"
+        )
+    if {"sqlite", "postgresql"} <= set(args.engines):
+        print("\n| file | connections | PostgreSQL / SQLite requests/s | p99 PostgreSQL / SQLite |")
+        print("|---|---|---|---|")
+        for (engine, name, conns), m in med.items():
+            if engine != "postgresql":
+                continue
+            base = med[("sqlite", name, conns)]
+            print(
+                f"| {name} | {conns} | {m['rps'] / base['rps']:.2f} "
+                f"| {m['p99_ms'] / base['p99_ms']:.2f} |"
+            )
+    return 0 if all(m["non_2xx"] == 0 for m in med.values()) else 1
 
 
 if __name__ == "__main__":

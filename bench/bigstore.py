@@ -15,9 +15,17 @@ retention and once with RETENTION_DAYS=36500 (kept 100 years); the store's
 size (database + WAL) is sampled every 10 s.
 
     python bench/bigstore.py [--records 10000000] [--seconds 10] [--minutes 3]
+                             [--engine sqlite|postgresql]
 
-Leaves out: VACUUM (SQLite reuses freed pages; the file never shrinks),
-a disk slower than this machine's, and the stager's own recalls during part 2.
+With `--engine postgresql` each store is a database of a throwaway cluster
+(Debian's defaults, durable) and its size is pg_database_size; the
+pre-filled records are inserted with the tally triggers off and the tallies
+set once after (the same end state, minutes faster).
+
+Leaves out: VACUUM (SQLite reuses freed pages; the file never shrinks;
+PostgreSQL's autovacuum runs as configured), a disk slower than this
+machine's, a network between the service and PostgreSQL, and the stager's
+own recalls during part 2.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from harness import devserver
+from harness import devserver, pgcluster
 
 from ltfsee_globus.config import STORE_FILE
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
@@ -44,6 +52,88 @@ RECALL = "/api/v0.5/globus_recall/globus_recall"
 KEY = "bench-key"
 HDR = {"X-API-KEY": KEY}
 DAY = 86400.0
+
+
+class SqliteStores:
+    """Stores as STATE_DIRs: STATE_DIR/ltfsee-globus.db and its WAL."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+
+    def env(self, name: str) -> dict[str, str]:
+        (self.tmp / name).mkdir(exist_ok=True)
+        return {"STATE_DIR": str(self.tmp / name)}
+
+    def prefill(self, name: str, n: int, finished_at: float) -> float:
+        return prefill(self.tmp / name / STORE_FILE, n, finished_at)
+
+    def redate(self, name: str, finished_at: float) -> None:
+        redate(self.tmp / name / STORE_FILE, finished_at)
+
+    def copy(self, src: str, dst: str) -> None:
+        shutil.copytree(self.tmp / src, self.tmp / dst)
+
+    def size(self, name: str) -> int:
+        return sum(p.stat().st_size for p in (self.tmp / name).glob(STORE_FILE + "*"))
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresStores(SqliteStores):
+    """Stores as databases of one throwaway cluster (their STATE_DIRs hold the rest)."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.cluster = pgcluster.start(durable=True)
+        self.made: set[str] = set()
+
+    def env(self, name: str) -> dict[str, str]:
+        if name not in self.made:
+            self.cluster.create_database(name)
+            self.made.add(name)
+        return {**super().env(name), "STORE_URL": self.cluster.url(name)}
+
+    def prefill(self, name: str, n: int, finished_at: float) -> float:
+        devserver.open_store(self.env(name)).close()  # the schema
+        t = time.monotonic()
+        sql = self.cluster.sql
+        sql("ALTER TABLE files DISABLE TRIGGER USER", name)
+        sql(
+            "INSERT INTO files (path, status, attempts, requested, size, tape, queued_at, "
+            "created_at, updated_at, finished_at) SELECT format('/gpfs/old/d%%s/f%%s', "
+            "lpad((i / 1000)::text, 5, '0'), lpad(i::text, 9, '0')), 'done', 1, true, "
+            "1000000000, 'T00001L8', %(t)s - 600, %(t)s - 600, %(t)s, %(t)s "
+            "FROM generate_series(1, %(n)s) i",
+            name,
+            {"t": finished_at, "n": n},
+        )
+        sql("ALTER TABLE files ENABLE TRIGGER USER", name)
+        sql(
+            "INSERT INTO requesters (path, kind, ref, created_at) SELECT path, 'globus', "
+            "'task-' || (substr(path, 20)::bigint / 5000), created_at FROM files",
+            name,
+        )
+        sql("SELECT tally('files:done', %s)", name, (n,))
+        sql("VACUUM ANALYZE", name)
+        return time.monotonic() - t
+
+    def redate(self, name: str, finished_at: float) -> None:
+        self.cluster.sql(
+            "UPDATE files SET finished_at = %s WHERE finished_at IS NOT NULL", name, (finished_at,)
+        )
+        self.cluster.sql("VACUUM ANALYZE files", name)
+
+    def copy(self, src: str, dst: str) -> None:
+        self.cluster.sql(f'CREATE DATABASE "{dst}" TEMPLATE "{src}" OWNER {pgcluster.ROLE}')
+        self.made.add(dst)
+        super().env(dst)
+
+    def size(self, name: str) -> int:
+        return int(self.cluster.sql(f"SELECT pg_database_size('{name}')")[0][0])
+
+    def close(self) -> None:
+        self.cluster.destroy()
 
 
 def prefill(db: Path, n: int, finished_at: float) -> float:
@@ -77,10 +167,6 @@ def redate(db: Path, finished_at: float) -> None:
     conn.close()
 
 
-def size(state: Path) -> int:
-    return sum(p.stat().st_size for p in state.glob(STORE_FILE + "*"))
-
-
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000, 1)
@@ -98,21 +184,22 @@ def library(tmp: Path) -> tuple[Path, list[str], str]:
     return fs, migrated, command[0]
 
 
-def serve(tmp: Path, state: Path, fs: Path, command: str, **extra: str) -> devserver.Gunicorn:
+def serve(tmp: Path, where: dict, fs: Path, command: str, **extra: str) -> devserver.Gunicorn:
     env = {
         "AUTH_KEY": KEY,
         "EEADM_COMMAND": command,
         "MANAGED_ROOTS": str(fs),
-        "STATE_DIR": str(state),
         "LOGLEVEL": "WARNING",
         "ACCESS_LOG": "false",
+        **where,
         **extra,
     }
-    return devserver.start(env, tmp / f"gunicorn-{state.name}.log", timeout=300)
+    log = tmp / f"gunicorn-{Path(where['STATE_DIR']).name}.log"
+    return devserver.start(env, log, timeout=300)
 
 
-def cost(tmp: Path, state: Path, fs: Path, migrated: list[str], command: str, secs: float) -> dict:
-    server = serve(tmp, state, fs, command)
+def cost(tmp: Path, where: dict, fs: Path, migrated: list[str], command: str, secs: float) -> dict:
+    server = serve(tmp, where, fs, command)
     try:
         url = server.url
         body = {"path": migrated[0], "globus_taskid": "bench"}
@@ -150,17 +237,17 @@ def cost(tmp: Path, state: Path, fs: Path, migrated: list[str], command: str, se
         devserver.kill_recalls(server.env)
 
 
-def growth(tmp: Path, state: Path, fs: Path, command: str, rate: int, minutes: float, **extra):
+def growth(stores, name: str, fs: Path, command: str, rate: int, minutes: float, **extra):
     """Store size every 10 s while finished records arrive at `rate` per second."""
-    server = serve(tmp, state, fs, command, **extra)
+    server = serve(stores.tmp, stores.env(name), fs, command, **extra)
     store = devserver.open_store(server.env)
-    samples = [(0, size(state))]
+    samples = [(0, stores.size(name))]
     try:
         t0 = time.monotonic()
         n = 0
         while time.monotonic() - t0 < minutes * 60:
             tick = time.monotonic()
-            paths = [f"/gpfs/new/{state.name}/f{n + i:09d}" for i in range(rate)]
+            paths = [f"/gpfs/new/{name}/f{n + i:09d}" for i in range(rate)]
             n += rate
             for p in paths:
                 store.polls.request(p, "", "globus", "bench", size=10**9, tape="T00002L8")
@@ -175,7 +262,7 @@ def growth(tmp: Path, state: Path, fs: Path, command: str, rate: int, minutes: f
                 )
             elapsed = time.monotonic() - t0
             if elapsed >= len(samples) * 10:
-                samples.append((round(elapsed), size(state)))
+                samples.append((round(elapsed), stores.size(name)))
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         counts = store.ops.counts().files
     finally:
@@ -191,30 +278,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--rate", type=int, default=100, help="finished records per second")
+    ap.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     args = ap.parse_args(argv)
-    result: dict = {"records": args.records}
+    result: dict = {"engine": args.engine, "records": args.records}
     with tempfile.TemporaryDirectory(prefix="bigstore-", dir="/var/tmp") as d:
         tmp = Path(d)
-        fs, migrated, command = library(tmp)
-        empty, full = tmp / "empty", tmp / "full"
-        empty.mkdir()
-        full.mkdir()
-        result["prefill_s"] = round(prefill(full / STORE_FILE, args.records, time.time() - DAY), 1)
-        result["full_size_mb"] = size(full) // 10**6
-        print(json.dumps(result), flush=True)
-        result["empty"] = cost(tmp, empty, fs, migrated, command, args.seconds)
-        print(json.dumps(result["empty"]), flush=True)
-        result["full"] = cost(tmp, full, fs, migrated, command, args.seconds)
-        print(json.dumps(result["full"]), flush=True)
-        redate(full / STORE_FILE, time.time() - 30 * DAY)  # now past retention
-        kept = tmp / "kept"
-        shutil.copytree(full, kept)  # the same store for part 2's other mode
-        result["retention_14d"] = growth(tmp, full, fs, command, args.rate, args.minutes)
-        print(json.dumps(result["retention_14d"]), flush=True)
-        result["kept_100y"] = growth(
-            tmp, kept, fs, command, args.rate, args.minutes, RETENTION_DAYS="36500"
-        )
-        print(json.dumps(result["kept_100y"]), flush=True)
+        stores = PostgresStores(tmp) if args.engine == "postgresql" else SqliteStores(tmp)
+        try:
+            fs, migrated, command = library(tmp)
+            result["prefill_s"] = round(stores.prefill("full", args.records, time.time() - DAY), 1)
+            result["full_size_mb"] = stores.size("full") // 10**6
+            print(json.dumps(result), flush=True)
+            for name in ("empty", "full"):
+                result[name] = cost(tmp, stores.env(name), fs, migrated, command, args.seconds)
+                print(json.dumps(result[name]), flush=True)
+            stores.redate("full", time.time() - 30 * DAY)  # now past retention
+            stores.copy("full", "kept")  # the same store for part 2's other mode
+            result["retention_14d"] = growth(stores, "full", fs, command, args.rate, args.minutes)
+            print(json.dumps(result["retention_14d"]), flush=True)
+            result["kept_100y"] = growth(
+                stores, "kept", fs, command, args.rate, args.minutes, RETENTION_DAYS="36500"
+            )
+            print(json.dumps(result["kept_100y"]), flush=True)
+        finally:
+            stores.close()
     e, f = result["empty"], result["full"]
     ratios = {k: round(f[k] / e[k], 2) for k in e if k.endswith("_ms") and e[k]}
     result["full_over_empty"] = ratios

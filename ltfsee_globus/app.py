@@ -16,7 +16,7 @@ from .config import load_settings
 from .errors import register_error_handlers
 from .lookup import StateLookup
 from .metrics import Metrics
-from .services import Core, build_core
+from .services import Core, build_core, lookup_counter
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -41,7 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         Cache(app),
         max_files=settings.LOOKUP_MAX_FILES,
         clock=core.clock,
-        running=core.store.polls.lookup_running,
+        running=lookup_counter(core.store),
         max_waiting=settings.LOOKUP_MAX_WAITING,
         breaker_seconds=settings.LOOKUP_BREAKER,
     )

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, Settings, findings, load_settings, missing_roots, share_metrics
+from .conninfo import describe
 from .eeadm import Eeadm
 from .health import human_age, readiness, status_report, sudo_rights
 from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
@@ -64,6 +65,8 @@ def cmd_check_config(_args: argparse.Namespace) -> int:
     settings = load_settings()
     shown = asdict(settings)
     shown["AUTH_KEY"] = sorted(settings.AUTH_KEY)  # names only, never the keys
+    if settings.STORE_URL:  # the database, never its password
+        shown["STORE_URL"] = describe(settings.STORE_URL)
     print(json.dumps(shown, indent=2))
     for name, found in findings(settings).items():
         print(f"{name}: {found}", file=sys.stderr)

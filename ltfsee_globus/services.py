@@ -52,3 +52,17 @@ def eeadm_observer(metrics: Metrics, store: Store) -> Observer:
             log.debug("eeadm health not recorded: %s", exc)
 
     return observe
+
+
+def lookup_counter(store: Store) -> Callable[[int], None]:
+    """Count this process's lookups in flight in the store (+1 / -1), as a hint
+    that holds batches: when the store is away, a poll's own store use reports
+    it, so the hint is skipped rather than failing the lookup."""
+
+    def running(delta: int) -> None:
+        try:
+            store.polls.lookup_running(delta)
+        except StoreUnavailable as exc:
+            log.debug("lookup not counted: %s", exc)
+
+    return running

@@ -31,12 +31,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from functools import lru_cache
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..conninfo import describe, given, redact
 from .db import Cursor, Database, StoreUnavailable, Tx, migration_scripts, process_owner
@@ -50,6 +52,14 @@ MIGRATION_LOCK = 0x6C7466736565
 RACE_ATTEMPTS = 8
 #: How often a transaction whose connection the server dropped is tried.
 DROP_ATTEMPTS = 3
+#: Seconds a request waits for a connection; once one could not be had (the
+#: server is away), FAST_WAIT for the next DOWN_HOLD seconds, so that polls
+#: get their 503 at once instead of queueing behind the outage.
+WAIT, FAST_WAIT, DOWN_HOLD = 5.0, 0.5, 5.0
+#: How long the pool keeps one chain of reconnection attempts (1, 2, 4 s …
+#: apart) before the next request starts a fresh one: this bounds the time
+#: from the server's return to the first connection.
+RECONNECT_CHAIN = 10.0
 #: Connection defaults where STORE_URL says nothing: give up connecting after
 #: 5 s, and find a dead server or host through TCP keepalives within ~20 s.
 CONNECT_DEFAULTS = {
@@ -76,6 +86,11 @@ class _PgTx(Tx):
             return self.conn.execute(sql)  # type: ignore[return-value]
         return self.conn.execute(_pg_sql(sql), params)  # type: ignore[return-value]
 
+    def mappings(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(_pg_sql(sql) if params else sql, params or None)
+            return cur.fetchall()
+
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> int:
         seq = list(params)
         if not seq:
@@ -96,8 +111,9 @@ class PostgresDatabase(Database):
     lock_rows = " FOR UPDATE SKIP LOCKED"
     lock_row = " FOR UPDATE"
 
-    def __init__(self, url: str, *, pool_size: int = 10, wait: float = 5.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
+        self._down_until = 0.0
         named = given(url)
         defaults = {**CONNECT_DEFAULTS, "application_name": f"ltfsee-globus {process_owner()}"}
         kwargs: dict[str, Any] = {k: v for k, v in defaults.items() if k not in named}
@@ -106,12 +122,13 @@ class PostgresDatabase(Database):
             min_size=1,
             max_size=max(pool_size, 1),
             kwargs={"autocommit": True, **kwargs},
-            timeout=wait,
+            timeout=WAIT,
+            reconnect_timeout=RECONNECT_CHAIN,
             open=False,
             name="ltfsee-store",
         )
         try:
-            self._pool.open(wait=True, timeout=wait)
+            self._pool.open(wait=True, timeout=WAIT)
         except psycopg.OperationalError as exc:
             self._pool.close()
             raise self._unavailable(exc) from None
@@ -130,13 +147,29 @@ class PostgresDatabase(Database):
             f"the database cannot be used ({self.describe()}): {redact(first, self.url)}"
         )
 
+    def _connection(self) -> AbstractContextManager[psycopg.Connection]:
+        """A connection from the pool (PoolTimeout when none can be had soon)."""
+        away = time.monotonic() < self._down_until
+        return self._pool.connection(timeout=FAST_WAIT if away else WAIT)
+
+    def _away(self, exc: Exception) -> StoreUnavailable:
+        self._down_until = time.monotonic() + DOWN_HOLD
+        return self._unavailable(exc)
+
+    def _dropped(self, exc: Exception) -> None:
+        """The server dropped a connection (a restart, pg_terminate_backend):
+        the others the pool holds are likely gone too, so check them all
+        before the transaction runs again."""
+        log.info("store: a dropped connection (%s); checking the pool", type(exc).__name__)
+        self._pool.check()
+
     def write(self, work: Callable[[Tx], T]) -> T:
         race = drop = 0
         while True:
             conn: psycopg.Connection | None = None
             committing = False
             try:
-                with self._pool.connection() as conn:
+                with self._connection() as conn:
                     with conn.transaction():
                         result = work(_PgTx(conn))
                         committing = True
@@ -146,24 +179,28 @@ class PostgresDatabase(Database):
                 if race >= RACE_ATTEMPTS:
                     raise
                 time.sleep(random.uniform(0, 0.01 * 2**race))
+            except PoolTimeout as exc:
+                raise self._away(exc) from None
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 drop += 1
                 if committing or not _broken(conn) or drop >= DROP_ATTEMPTS:
                     raise self._unavailable(exc) from None
-                log.info("store: a dropped connection replaced (%s)", type(exc).__name__)
+                self._dropped(exc)
 
     def read(self, work: Callable[[Tx], T]) -> T:
         drop = 0
         while True:
             conn: psycopg.Connection | None = None
             try:
-                with self._pool.connection() as conn:
+                with self._connection() as conn:
                     return work(_PgTx(conn))
+            except PoolTimeout as exc:
+                raise self._away(exc) from None
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 drop += 1
                 if not _broken(conn) or drop >= DROP_ATTEMPTS:
                     raise self._unavailable(exc) from None
-                log.info("store: a dropped connection replaced (%s)", type(exc).__name__)
+                self._dropped(exc)
 
     def _migrate(self) -> None:
         """Bring the schema to the newest version under an advisory lock, so

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,15 +38,21 @@ TOTALS = (
 )
 
 
+@cache
+def _fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, is it a bool) of each field of a record class."""
+    return tuple((f.name, f.type == "bool") for f in fields(cls))
+
+
 def from_row(cls: type[T], row: Mapping[str, Any]) -> T:
     """A record of `cls` from a row mapping (column name to value); columns
-    the record has no field for are ignored, a missing one takes its default."""
-    values = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        if f.name not in row:
-            continue
-        value = row[f.name]
-        values[f.name] = bool(value) if f.type == "bool" else value
+    the record has no field for are ignored, a missing one takes its default.
+    SQLite's integer flags become bools."""
+    values = {
+        name: bool(row[name]) if is_bool else row[name]
+        for name, is_bool in _fields(cls)
+        if name in row
+    }
     return cls(**values)
 
 

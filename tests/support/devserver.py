@@ -50,6 +50,7 @@ class Gunicorn:
     url: str
     proc: subprocess.Popen
     env: dict[str, str]
+    log: Path  # its stdout and stderr
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Signal master and workers at once; wait for the master."""
@@ -85,7 +86,7 @@ def start(env: Mapping[str, str], log: Path, *, timeout: float = 30, root: Path 
         )
     cert = full.get("CERTFILE")
     url = f"https://localhost:{port}" if cert else f"http://127.0.0.1:{port}"
-    server = Gunicorn(url, proc, full)
+    server = Gunicorn(url, proc, full, log)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

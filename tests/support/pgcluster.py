@@ -89,12 +89,12 @@ class Cluster:
     def admin_conninfo(self, dbname: str = "postgres") -> str:
         return f"host={self.socket_dir} port={self.port} user=postgres dbname={dbname}"
 
-    def sql(self, statement: str, dbname: str = "postgres") -> list[tuple]:
+    def sql(self, statement: str, dbname: str = "postgres", params: tuple | None = None) -> list:
         """Run one statement as the superuser (autocommit); its rows, if any."""
         import psycopg
 
         with psycopg.connect(self.admin_conninfo(dbname), autocommit=True) as conn:
-            cur = conn.execute(statement)
+            cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else []
 
     def create_database(self, name: str) -> str:
