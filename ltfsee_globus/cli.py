@@ -18,6 +18,10 @@
 
 The operator commands work on the store directly, with the service up or
 down; each change is recorded in the store (who, when, what) and logged.
+They read the service's environment file, as its systemd units do
+(`--env-file F`, default $LTFSEE_GLOBUS_ENV or /etc/ltfsee-globus/env; the
+process environment wins), and refuse, as root, to change a SQLite store
+another user owns (`--as-root` to insist).
 
 Exit codes: 0 ok, 1 runtime failure (doctor: a check failed), 2 usage,
 3 invalid configuration.
@@ -30,6 +34,7 @@ import getpass
 import json
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -42,12 +47,22 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, Settings, findings, load_settings, missing_roots, share_metrics
+from .config import (
+    STORE_FILE,
+    ConfigError,
+    Settings,
+    findings,
+    load_settings,
+    missing_roots,
+    share_metrics,
+)
 from .conninfo import describe
-from .eeadm import Eeadm
+from .eeadm import Eeadm, EeadmError
 from .health import human_age, readiness, status_report, sudo_rights
+from .parse import FileState
+from .placement import NoCopy, Placement, place
 from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
-from .store import Store, StoreUnavailable, open_store
+from .store import FAILED, Store, StoreUnavailable, open_store
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 #: `doctor` warns below this much free space in STATE_DIR.
@@ -84,10 +99,54 @@ def _logging() -> None:
     )
 
 
+#: The environment file the systemd units load; operator commands read it too.
+SERVICE_ENV = "/etc/ltfsee-globus/env"
+
+
+def _service_env(path: str) -> None:
+    """Settings from the service's environment file (systemd's KEY=VALUE
+    lines), where the process environment does not set them: an operator's
+    `ltfsee-globus status` then sees the service's store and key."""
+    from dotenv import dotenv_values
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = dotenv_values(stream=fh)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        print(f"ltfsee-globus: not reading {path}: {exc.strerror}", file=sys.stderr)
+        return
+    for name, value in values.items():
+        if value is not None:
+            os.environ.setdefault(name, value)
+
+
+def _refuse_foreign_store(settings: Settings, as_root: bool) -> None:
+    """Root changing a SQLite store another user owns leaves root-owned files
+    (its WAL, its shared memory) the service can no longer write: refused
+    unless asked for."""
+    db = settings.state_dir / STORE_FILE
+    if settings.STORE_URL or as_root or os.geteuid() != 0 or not db.exists():
+        return
+    owner = db.stat().st_uid
+    if owner != 0:
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        raise UsageError(
+            f"the store {db} belongs to {name}: run this as that user "
+            f"(sudo -u {name} ltfsee-globus ...), or give --as-root"
+        )
+
+
 @contextmanager
-def _store() -> Iterator[Store]:
+def _store(args: argparse.Namespace) -> Iterator[Store]:
     """The configured store, closed afterwards."""
-    store = open_store(load_settings())
+    settings = load_settings()
+    _refuse_foreign_store(settings, args.as_root)
+    store = open_store(settings)
     try:
         yield store
     finally:
@@ -116,7 +175,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _store() as store:
+    with _store(args) as store:
         report = status_report(store, load_settings().state_dir)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -170,7 +229,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_files(args: argparse.Namespace) -> int:
-    with _store() as store:
+    with _store(args) as store:
         rows = store.ops.files(
             status=args.status,
             library=args.library,
@@ -183,21 +242,31 @@ def cmd_files(args: argparse.Namespace) -> int:
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
-    with _store() as store:
+    """The newest batches; for each that did not succeed, the command that asks
+    EE for its task's details."""
+    with _store(args) as store:
         rows = store.ops.batches(limit=args.limit)
-    columns = ["id", "library", "tape", "status", "files_done", "n_files", "outcome"]
-    return _show(rows, columns, args.json)
+    columns = ["id", "library", "tape", "status", "files_done", "n_files", "outcome", "task"]
+    if args.json:
+        return _show(rows, columns, as_json=True)
+    print(_table([{**asdict(b), "task": b.eeadm_task_id} for b in rows], columns))
+    for b in rows:
+        if b.eeadm_task_id and b.outcome in ("partial", "failed"):
+            print(f"batch {b.id} ({b.outcome}): eeadm task show {b.eeadm_task_id} -r")
+    return EXIT_OK
 
 
 def cmd_change(args: argparse.Namespace) -> int:
     """retry, cancel, forget: change the store, record and log who did it."""
     _logging()
     who = _who()
-    with _store() as store:
+    with _store(args) as store:
         if args.command == "retry":
             if bool(args.paths) == args.failed:
                 raise UsageError("retry: give PATHs or --failed")
-            n = store.ops.retry(None if args.failed else args.paths, who)
+            failed = args.paths or [f.path for f in store.ops.files(status=FAILED, limit=10**9)]
+            placed = _replace(load_settings(), store, failed)
+            n = store.ops.retry(placed, who, "all failed" if args.failed else None)
         elif args.command == "cancel":
             if bool(args.paths) == bool(args.task):
                 raise UsageError("cancel: give PATHs or --task ID")
@@ -214,11 +283,39 @@ def cmd_change(args: argparse.Namespace) -> int:
     return EXIT_OK if n else EXIT_FAIL
 
 
-def cmd_doctor(_args: argparse.Namespace) -> int:
+def _replace(settings: Settings, store: Store, paths: list[str]) -> dict[str, Placement]:
+    """Where each file to retry is recalled from now: its copies as eeadm
+    sees them, limited to LTFSEE_LIB (the library its failed recall named
+    may be the reason it failed). A file that cannot be placed is named on
+    stderr and not retried."""
+    eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
+    placed: dict[str, Placement] = {}
+    step = settings.LOOKUP_MAX_FILES
+    for i in range(0, len(paths), step):
+        states = eeadm.file_state(paths[i : i + step])
+        for path in paths[i : i + step]:
+            st = states.get(path)
+            if not isinstance(st, FileState):
+                why = "no such file" if st is None else st.reason
+                print(f"{path}: not retried: {why}", file=sys.stderr)
+                continue
+            try:
+                placed[path] = place(
+                    st.tapes,
+                    settings.LTFSEE_LIB,
+                    busy=store.tapes.busy_tapes,
+                    load=store.tapes.library_load,
+                )
+            except NoCopy as exc:
+                print(f"{path}: not retried: {exc}", file=sys.stderr)
+    return placed
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
     """Every check an operator would make by hand, with what it found."""
     settings = load_settings()  # ConfigError: exit 3 with every problem listed
     eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
-    with _store() as store:
+    with _store(args) as store:
         checks = {"config": "ok", **readiness(settings, store, eeadm)}
     checks["sudo"] = sudo_rights(settings)
     existing = next(p for p in (settings.state_dir, *settings.state_dir.parents) if p.exists())
@@ -247,8 +344,8 @@ def cmd_ready(args: argparse.Namespace) -> int:
     the workers answer and the journal says whether the service is ready."""
     import requests
 
-    settings = load_settings()
-    url = (args.url or _local_url(settings)).rstrip("/") + "/readyz"
+    base = args.url or _local_url(load_settings())  # --url needs no settings
+    url = base.rstrip("/") + "/readyz"
     deadline = time.monotonic() + args.wait
     while True:
         try:
@@ -347,14 +444,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ.update(env)
     migrated = Library.list_paths(sim, "M")
     host, _, port = args.bind.rpartition(":")
-    scheme = "https" if os.environ.get("CERTFILE") else "http"
+    # with TLS the demo's own (self-signed) certificate is what clients trust
+    cert = os.environ.get("CERTFILE")
+    ca = str(Path(cert).resolve()) if cert else None
+    scheme = "https" if cert else "http"
     url = f"{scheme}://{host if host not in ('0.0.0.0', '') else 'localhost'}:{port}"  # noqa: S104
     body = json.dumps({"path": migrated[0], "globus_taskid": "demo"})
+    cacert = f"--cacert {ca} " if ca else ""
     print(
         f"\nltfsee-globus demo\n  URL:      {url}  (status page: log in with the key)\n"
         f"  AUTH_KEY: {key}\n"
         f"  library:  {sim} (simulated eeadm, time x{Layout().time_scale:g})\n"
-        f"  try:      curl -s -H 'X-API-KEY: {key}' -d '{body}' "
+        f"  try:      curl -s {cacert}-H 'X-API-KEY: {key}' -d '{body}' "
         f"{url}/api/v0.5/globus_recall/globus_recall\n",
         flush=True,
     )
@@ -362,9 +463,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if client.is_file():
         print(
             f"  or the stage app: LTFSEE_URL={url} AUTH_KEY={key} GLOBUS_STAGE_TASKID=demo "
-            f"GLOBUS_STAGE_PATH={migrated[0]} {sys.executable} {client}\n",
+            f"GLOBUS_STAGE_PATH={migrated[0]} {f'CA_BUNDLE={ca} ' if ca else ''}"
+            f"{sys.executable} {client}\n",
             flush=True,
         )
+    print(
+        f"  ready?    ltfsee-globus ready --url {url}{f' --cafile {ca}' if ca else ''}\n",
+        flush=True,
+    )
     print("  (archived at first; ask again after a few seconds: resident)\n", flush=True)
     argv = [gunicorn, "-c", "python:ltfsee_globus.gunicorn_conf", "ltfsee_globus:create_app()"]
     os.execv(gunicorn, argv)  # noqa: S606 - replaces this process, no shell
@@ -381,14 +487,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltfsee-globus", description="ltfsee-globus operator commands"
     )
+    parser.add_argument(
+        "--env-file",
+        default=os.environ.get("LTFSEE_GLOBUS_ENV", SERVICE_ENV),
+        help=f"the service's settings (default: $LTFSEE_GLOBUS_ENV or {SERVICE_ENV}); "
+        "the process environment wins",
+    )
+    parser.add_argument(
+        "--as-root", action="store_true", help="let root change a store another user owns"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check-config", help="validate the configuration").set_defaults(
         func=cmd_check_config
     )
-    sub.add_parser("stager", help="run the stager standalone").set_defaults(func=cmd_stager)
+    sub.add_parser("stager", help="run the stager standalone").set_defaults(
+        func=cmd_stager, service_env=True
+    )
     status = sub.add_parser("status", help="stager, queue, batches, failures")
     status.add_argument("--json", action="store_true")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, service_env=True)
     files = sub.add_parser("files", help="file records, filtered")
     files.add_argument("--status", choices=("queued", "recalling", "done", "failed"))
     files.add_argument("--library")
@@ -397,22 +514,22 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--prefix", help="paths starting with this")
     files.add_argument("--limit", type=int, default=100)
     files.add_argument("--json", action="store_true")
-    files.set_defaults(func=cmd_files)
+    files.set_defaults(func=cmd_files, service_env=True)
     batches = sub.add_parser("batches", help="recall batches, running first")
     batches.add_argument("--limit", type=int, default=20)
     batches.add_argument("--json", action="store_true")
-    batches.set_defaults(func=cmd_batches)
+    batches.set_defaults(func=cmd_batches, service_env=True)
     retry = sub.add_parser("retry", help="queue failed files again")
     retry.add_argument("paths", nargs="*")
     retry.add_argument("--failed", action="store_true", help="every failed file")
-    retry.set_defaults(func=cmd_change)
+    retry.set_defaults(func=cmd_change, service_env=True)
     cancel = sub.add_parser("cancel", help="forget queued files")
     cancel.add_argument("paths", nargs="*")
     cancel.add_argument("--task", help="every file only this task asked for")
-    cancel.set_defaults(func=cmd_change)
+    cancel.set_defaults(func=cmd_change, service_env=True)
     forget = sub.add_parser("forget", help="drop failures")
     forget.add_argument("paths", nargs="+")
-    forget.set_defaults(func=cmd_change)
+    forget.set_defaults(func=cmd_change, service_env=True)
     sub.add_parser("doctor", help="check everything the service needs").set_defaults(
         func=cmd_doctor
     )
@@ -420,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     ready.add_argument("--wait", type=float, default=0, help="seconds to keep asking")
     ready.add_argument("--url", help="the service's base URL (default: from BIND)")
     ready.add_argument("--cafile", help="CA bundle that signed the service's certificate")
-    ready.set_defaults(func=cmd_ready)
+    ready.set_defaults(func=cmd_ready, service_env=True)
     demo = sub.add_parser("demo", help="serve a demo simulated library under gunicorn")
     demo.add_argument("--dir", default="demo")
     demo.add_argument("--bind", default="127.0.0.1:5000")
@@ -462,12 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "service_env", False):
+        _service_env(args.env_file)
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"ltfsee-globus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (SimError, StoreUnavailable) as exc:
+    except (SimError, StoreUnavailable, EeadmError) as exc:
         print(f"ltfsee-globus: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except UsageError as exc:

@@ -94,7 +94,9 @@ def parse_file_state_short(text: str) -> tuple[dict[str, FileState | StateError]
 _CODE = re.compile(r"\b(?P<code>GLES[A-Z]\d{3}(?P<sev>[IWE]))\b:?\s*(?P<msg>.*)$")
 _PROVIDED = re.compile(r"(\d+) file name\(s\) have been provided")
 _ALL_OK = re.compile(r"All (\d+) file\(s\) ha(?:s|ve) been successfully processed")
-_TASK_ID = re.compile(r"task ID is (\d+)")
+#: A task ID: `1000`, and the newer forms `1005:1111:4444`, `tmp15nwx2vl`,
+#: `tmp15nwx2vl:1000:1002`, `tmp15nwx2vl_123:tmpn9km_wyx:1001` (docs/eeadm.md).
+_TASK_ID = re.compile(r"task ID is ([A-Za-z0-9_]+(?::[A-Za-z0-9_]+)*)")
 #: A message code that reports a duplicate task, which is not a failure.
 DUPLICATE_TASK = "GLESM431E"
 
@@ -105,7 +107,7 @@ class RecallOutput:
 
     provided: int | None = None
     succeeded: int | None = None
-    task_id: int | None = None
+    task_id: str | None = None  # as EE printed it (not always a number)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -130,7 +132,7 @@ def parse_recall_output(text: str) -> RecallOutput:
         if m := _ALL_OK.search(line):
             out.succeeded = int(m.group(1))
         if (m := _TASK_ID.search(line)) and out.task_id is None:
-            out.task_id = int(m.group(1))
+            out.task_id = m.group(1)
         code = _CODE.search(line)
         if code and code.group("sev") == "E" and code.group("code") != DUPLICATE_TASK:
             out.errors.append(f"{code.group('code')}: {code.group('msg').strip()}")

@@ -6,7 +6,9 @@ the file's own copies, limited to the libraries this service may recall from
 (LTFSEE_LIB). Among those it prefers a copy on a tape that is mounted anyway
 (a pending or running recall needs it), then the library with the least work
 queued, then the earlier implementation's rule (md5 of the task id) to break
-ties. Without LTFSEE_LIB there is no choice to make: recalls name no library.
+ties. Without LTFSEE_LIB there is no choice to make: recalls name no library
+(but a library a client named, when it holds a copy: a name that holds none
+never reaches eeadm).
 """
 
 from __future__ import annotations
@@ -66,8 +68,11 @@ def place(
     `avoid`: a library that just failed to recall it (used only when no other
     library holds a copy). Raises NoCopy when no copy is in `libraries`.
     """
-    if not libraries:
-        return Placement(explicit, tapes[0] if tapes else None)
+    if not libraries:  # none configured: no `-l`, unless a client named one with a copy
+        named = [t for t in tapes if explicit is not None and library_of(t) == explicit]
+        return (
+            Placement(explicit, named[0]) if named else Placement(None, tapes[0] if tapes else None)
+        )
     rank = task_rank(taskid, libraries)
     held = [(library_of(t), t) for t in tapes]
     if not any(lib for lib, _ in held):  # eeadm named no libraries: the old rule

@@ -513,7 +513,7 @@ class Stager:
             p = self.place(st, None, avoid=failed_in)
         except NoCopy:
             return None
-        return p if p.library != failed_in else None
+        return p if p.library not in (None, failed_in) else None
 
     # -- restart ------------------------------------------------------------------------
     def recover(self) -> None:

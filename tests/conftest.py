@@ -43,10 +43,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "both_engines: run the module's store-using tests on SQLite and PostgreSQL"
     )
+    config.addinivalue_line("markers", "sqlite_only: a test of SQLite's own in such a module")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines"):
+    marked = metafunc.definition.get_closest_marker
+    if "engine" in metafunc.fixturenames and marked("both_engines") and not marked("sqlite_only"):
         metafunc.parametrize("engine", ENGINES, indirect=True)
 
 
@@ -318,6 +320,32 @@ def start_stager(tmp_path: Path) -> Iterator[Callable[[dict], subprocess.Popen]]
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def run_cli(base_config: dict, sim: SimLib) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `ltfsee-globus ARGS` with this test's settings (and `env` on top),
+    in an environment that has nothing else."""
+    settings = {
+        "PATH": "/usr/bin:/bin",
+        "AUTH_KEY": base_config["AUTH_KEY"],
+        "EEADM_COMMAND": " ".join(sim.command),
+        "MANAGED_ROOTS": str(sim.fs),
+        "STATE_DIR": base_config["STATE_DIR"],
+        "STORE_URL": base_config["STORE_URL"],
+        "EEADM_SIM_DIR": str(sim.root),
+    }
+
+    def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ltfsee_globus.cli", *args],
+            env={**settings, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return run
 
 
 @pytest.fixture

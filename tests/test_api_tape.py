@@ -1,6 +1,7 @@
 """WLCG Tape REST API v1 over the real app, store, stager and simulator."""
 
 import json
+import os
 
 import pytest
 
@@ -70,11 +71,13 @@ def test_stage_poll_complete(tape, sim, headers):
 
 
 def test_bad_files_fail_alone_and_duplicates_collapse(tape, sim, headers):
+    """The same string twice is one entry; another spelling of the same file is
+    its own entry, answered as it was written (see the next test)."""
     client, stager, _ = tape
     good = sim.files("R")[0]
     files = [
         {"path": good},
-        {"path": good.replace("/demo/", "//demo/")},
+        {"path": good},
         {"path": "relative"},
         {"path": "/etc/passwd"},
         {"path": str(sim.fs / "missing.dat")},
@@ -86,6 +89,9 @@ def test_bad_files_fail_alone_and_duplicates_collapse(tape, sim, headers):
     }
     assert len(got) == 4
     assert got[good]["state"] == "COMPLETED" and "error" not in got[good]
+    assert [
+        f["path"] for f in call(client, "GET", f"{API}/stage/{rid}", headers).get_json()["files"]
+    ].count(good) == 1
     assert got["relative"]["state"] == "FAILED" and "absolute" in got["relative"]["error"]
     assert "outside" in got["/etc/passwd"]["error"]
     assert got[str(sim.fs / "missing.dat")]["error"] == "No such file or directory"
@@ -194,6 +200,44 @@ def test_requests_belong_to_the_key_name_that_made_them(make_app, sim):
     )
 
 
+def spellings(path: str) -> list[str]:
+    """A file's path as clients write it: as is, with `//`, with `.`, with a trailing `/`."""
+    head, _, name = path.rpartition("/")
+    return [path, f"{head}//{name}", f"{head}/./{name}", path + "/"]
+
+
+def test_each_spelling_of_a_path_is_answered_as_the_client_wrote_it(tape, sim, headers):
+    """WLCG clients match the answers on the strings they sent; the service
+    stages the file they name once."""
+    client, stager, _ = tape
+    migrated = sim.files("M")[0]
+    asked = spellings(migrated)
+    body = {"files": [{"path": p} for p in asked]}
+    rid = call(client, "POST", f"{API}/stage", headers, body).get_json()["requestId"]
+    settle(stager)
+    settle(stager)
+    files = call(client, "GET", f"{API}/stage/{rid}", headers).get_json()["files"]
+    assert [f["path"] for f in files] == asked
+    assert {f["state"] for f in files} == {"COMPLETED"}
+    assert len(sim.invocations("recall")) == 1 and sim.reads_per_file() == {migrated: 1}
+    info = call(client, "POST", f"{API}/archiveinfo", headers, {"paths": asked + asked})
+    assert [(a["path"], a.get("locality")) for a in info.get_json()] == [
+        (p, "DISK_AND_TAPE") for p in asked
+    ]
+    cancel = call(client, "POST", f"{API}/stage/{rid}/cancel", headers, {"paths": [asked[1]]})
+    assert cancel.status_code == 200  # any spelling names the request's file
+
+
+def test_archiveinfo_answers_two_spellings_of_one_path_twice(client, sim, headers):
+    path = sim.files("R")[0]
+    doubled = path.replace("/demo/", "//demo/")
+    got = call(client, "POST", f"{API}/archiveinfo", headers, {"paths": [doubled, path]})
+    assert [(a["path"], a["locality"]) for a in got.get_json()] == [
+        (doubled, "DISK"),
+        (path, "DISK"),
+    ]
+
+
 def test_archiveinfo(client, sim, headers):
     r, p, m = sim.files("R")[0], sim.files("P")[0], sim.files("M")[0]
     paths = [r, p, m, str(sim.fs / "gone"), "/etc/passwd", "rel"]
@@ -242,3 +286,23 @@ def test_trailing_slash_as_gfal2_sends_it(client, sim, headers):
         ).get_json()[0]["locality"]
         == "DISK"
     )
+
+
+def test_recalled_bytes_count_the_files_wlcg_requests_stage(tape, sim, headers):
+    """The intake records each file's size, so a WLCG-only recall counts its
+    bytes in ltfsee_recalled_bytes_total, the status page and `status`."""
+    client, stager, svc = tape
+    files = sim.files("M")[:3]
+    body = {"files": [{"path": p} for p in files]}
+    rid = call(client, "POST", f"{API}/stage", headers, body).get_json()["requestId"]
+    settle(stager)
+    settle(stager)
+    states = {
+        f["state"] for f in call(client, "GET", f"{API}/stage/{rid}", headers).get_json()["files"]
+    }
+    assert states == {"COMPLETED"}
+    sizes = sum(os.stat(p).st_size for p in files)
+    assert svc.store.ops.counts().totals["recalled_bytes"] == sizes
+    metrics = client.get("/metrics").get_data(as_text=True)
+    [line] = [x for x in metrics.splitlines() if x.startswith("ltfsee_recalled_bytes_total ")]
+    assert float(line.split()[1]) == sizes

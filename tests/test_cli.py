@@ -1,19 +1,24 @@
 """The operator CLI through its real entry point, on a live store and simulator."""
 
 import json
+import os
+import pwd
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from ltfsee_globus.api.context import services
+from ltfsee_globus.sim.library import Library
+from ltfsee_globus.stager import Stager
 from ltfsee_globus.store import DONE, FAILED, QUEUED, Update
 
 pytestmark = pytest.mark.both_engines
 
 
 @pytest.fixture
-def site(make_app, sim, base_config, tmp_path):
+def site(make_app, sim, run_cli):
     """A store with queued, done and failed files (service down), and run(*args)."""
     app = make_app(PREFETCH=False)
     store = services(app).store
@@ -32,25 +37,9 @@ def site(make_app, sim, base_config, tmp_path):
         ],
     )
     store.polls.request(m[4], None, "globus", "task-b", size=5)
-    base_env = {
-        "PATH": "/usr/bin:/bin",
-        "AUTH_KEY": base_config["AUTH_KEY"],
-        "EEADM_COMMAND": " ".join(sim.command),
-        "MANAGED_ROOTS": str(sim.fs),
-        "STATE_DIR": base_config["STATE_DIR"],
-        "STORE_URL": base_config["STORE_URL"],
-        "EEADM_SIM_DIR": str(sim.root),
-        "SUDO_USER": "alice",
-    }
 
     def run(*args, env: dict | None = None):
-        return subprocess.run(
-            [sys.executable, "-m", "ltfsee_globus.cli", *args],
-            env={**base_env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_cli(*args, env={"SUDO_USER": "alice", **(env or {})})
 
     return store, run, {"done": paths[0], "failed": paths[1], "queued": m[2:5]}
 
@@ -182,3 +171,82 @@ def test_ready_says_when_nothing_answers(base_config, sim):
     )
     assert res.returncode == 1
     assert "not ready: http://127.0.0.1:9/readyz: no answer (ConnectionError)" in res.stderr
+
+
+def test_batches_show_the_ee_task_id_and_how_to_ask_ee_about_a_failed_one(make_app, sim, site):
+    """A real recall through the simulator (colon-form task IDs, as newer EE
+    releases print), then a failed one: `batches` names the command to run."""
+    _store, run, _f = site
+    svc = services(make_app(PREFETCH=False, RECALL_MAX_ATTEMPTS=1))
+    good, bad = sim.files("M")[-2:]
+    lib = Library(sim.root)
+    lib.damage([bad])
+    lib.close()
+    stager = Stager(svc.settings, svc.store, svc.eeadm)
+    for path in (good, bad):
+        svc.store.polls.request(path, None, "globus", "task-c")
+        stager.step()
+        stager.wait_idle()
+    res = run("batches")
+    assert res.returncode == 0, res.stderr
+    batches = json.loads(run("batches", "--json").stdout)
+    ours = [b for b in batches if b["eeadm_task_id"]]
+    assert [b["outcome"] for b in ours] == ["failed", "succeeded"]
+    failed_id, ok_id = (b["eeadm_task_id"] for b in ours)
+    assert all(":" in t and t.split(":")[0].isdigit() for t in (failed_id, ok_id))
+    assert f"eeadm task show {failed_id} -r" in res.stdout
+    assert f"eeadm task show {ok_id} -r" not in res.stdout
+
+
+def test_operator_commands_read_the_service_environment_file(site, base_config, tmp_path):
+    """The units load /etc/ltfsee-globus/env; an operator's shell has none of it."""
+    _store, _run, f = site
+    env_file = tmp_path / "env"
+    settings = {
+        "AUTH_KEY": base_config["AUTH_KEY"],
+        "STATE_DIR": base_config["STATE_DIR"],
+        "STORE_URL": base_config["STORE_URL"],
+        "MANAGED_ROOTS": base_config["MANAGED_ROOTS"][0],
+        "EEADM_COMMAND": " ".join(base_config["EEADM_COMMAND"]),
+    }
+    env_file.write_text(
+        "# as the units read it\n" + "".join(f'{k}="{v}"\n' for k, v in settings.items())
+    )
+
+    def bare(*args, **env):
+        """The CLI in a shell that has none of the service's settings."""
+        return subprocess.run(
+            [sys.executable, "-m", "ltfsee_globus.cli", *args],
+            env={"PATH": "/usr/bin:/bin", **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    res = bare("status", "--json", LTFSEE_GLOBUS_ENV=str(env_file))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["files"]["failed"] == 1
+    res = bare("--env-file", str(env_file), "files", "--status", "failed", "--json")
+    assert [x["path"] for x in json.loads(res.stdout)] == [f["failed"]]
+    # the process environment wins over the file
+    res = bare(
+        "--env-file", str(env_file), "status", "--json", STATE_DIR=str(tmp_path / "o"), STORE_URL=""
+    )
+    assert res.returncode == 0 and json.loads(res.stdout)["files"]["failed"] == 0
+    missing = bare("--env-file", str(tmp_path / "none"), "status")
+    assert missing.returncode == 3 and "AUTH_KEY is missing" in missing.stderr
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can be refused")
+def test_root_is_refused_a_sqlite_store_another_user_owns(site, base_config):
+    _store, run, _f = site
+    db = Path(base_config["STATE_DIR"]) / "ltfsee-globus.db"
+    nobody = pwd.getpwnam("nobody")
+    for p in db.parent.glob("ltfsee-globus.db*"):
+        os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    res = run("retry", "--failed")
+    assert res.returncode == 2 and "belongs to nobody" in res.stderr
+    assert "sudo -u nobody" in res.stderr
+    assert {p.stat().st_uid for p in db.parent.glob("ltfsee-globus.db*")} == {nobody.pw_uid}
+    assert run("--as-root", "status").returncode == 0

@@ -1,6 +1,7 @@
 """The stage apps as Globus runs them: subprocesses against a real gunicorn."""
 
 import http.server
+import json
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import simple_client
 from advanced_client import export_from_autofs, export_from_mounts, remap
 from ltfsee_globus.sim.library import Library
 
@@ -196,3 +198,28 @@ def test_only_our_own_404_means_no_such_file(
     res = run_client(url, sim.files("M")[0])
     assert (res.returncode, res.stdout) == (code, "")
     assert ("check LTFSEE_URL" in res.stderr) == (code == 8)
+
+
+def documented_policy() -> dict:
+    """The storage-gateway policy document clients/README.md tells sites to use."""
+    text = (CLIENTS / "README.md").read_text()
+    section = text.split("## GCS5 POSIX Staging storage gateway", 1)[1]
+    block = section.split("```json\n", 1)[1].split("```", 1)[0]
+    return json.loads(block)
+
+
+def test_the_documented_policy_is_what_the_posix_staging_connector_takes():
+    """DATA_TYPE as the Globus SDK names POSIX Staging policies, the stage app
+    one of ours, and an environment of name/value pairs our stage app reads."""
+    policy = documented_policy()
+    assert policy["DATA_TYPE"] == "posix_staging_storage_policies#1.0.0"
+    assert set(policy) == {"DATA_TYPE", "stage_app", "environment"}
+    app = Path(policy["stage_app"])
+    assert app.is_absolute() and (CLIENTS / app.name).is_file()
+    env = policy["environment"]
+    assert isinstance(env, list) and env
+    assert all(set(e) == {"name", "value"} and isinstance(e["value"], str) for e in env)
+    given = {e["name"]: e["value"] for e in env}
+    parsed = simple_client.settings({**given, "GLOBUS_STAGE_PATH": "/gpfs/gpfs0/f"})
+    assert parsed["url"] == given["LTFSEE_URL"] and parsed["key"] == given["AUTH_KEY"]
+    assert parsed["verify"] == given["CA_BUNDLE"] and parsed["timeout"] == 10.0

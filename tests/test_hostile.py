@@ -9,6 +9,7 @@ import logging
 import os
 
 import pytest
+import requests
 
 from ltfsee_globus.api.common import MAX_DEPTH
 
@@ -232,3 +233,22 @@ def test_read_only_endpoints_take_no_harm(send):
         assert send("GET", url, hdrs={}).status_code == 200
         assert send("GET", url + "?x=%ff&y=\u00e9", hdrs={}).status_code == 200
     assert send("GET", "/no/such/route").status_code == 404
+
+
+def test_a_chunked_body_over_the_size_limit_is_413_on_the_real_server(live_server, headers):
+    """Without Content-Length (Transfer-Encoding: chunked) the size limit is
+    only found while reading: still 413, never a truncated body's 400."""
+    limit = 1024 * 1024
+
+    def chunks(total):
+        yield b'{"path": "'
+        for _ in range(total // 65536):
+            yield b"x" * 65536
+        yield b'"}'
+
+    for total, status in ((limit * 2, 413), (1000, 400)):
+        resp = requests.post(
+            live_server.url + GLOBUS[0], data=chunks(total), headers=headers, timeout=30
+        )
+        assert resp.status_code == status, resp.text
+        assert resp.headers["Content-Type"] == "application/problem+json"

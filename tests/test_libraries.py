@@ -5,6 +5,9 @@ import requests
 
 from ltfsee_globus.api.context import services
 from ltfsee_globus.placement import NoCopy, Placement, place, task_rank
+from ltfsee_globus.sim.library import Library
+from ltfsee_globus.stager import Stager
+from ltfsee_globus.store import FAILED, Update
 from support import devserver
 from support.devserver import eeadm_wrapper
 
@@ -19,7 +22,24 @@ FIRST = min(LIBS, key=task_rank("task-7", LIBS).__getitem__)  # the md5 rule's p
 # (case, tapes, libraries, place() keywords, busy tapes, load, expected or NoCopy)
 CASES = [
     ("no libraries configured", [A0, B1], [], {}, set(), {}, Placement(None, A0)),
-    ("explicit, none configured", [A0], [], {"explicit": "x"}, set(), {}, Placement("x", A0)),
+    (
+        "explicit holding no copy, none configured",
+        [A0],
+        [],
+        {"explicit": "x"},
+        set(),
+        {},
+        Placement(None, A0),
+    ),
+    (
+        "explicit holding a copy, none configured",
+        [B1, A0],
+        [],
+        {"explicit": "lib0"},
+        set(),
+        {},
+        Placement("lib0", A0),
+    ),
     ("one copy, in lib1", [B1], LIBS, {}, set(), {}, Placement("lib1", B1)),
     ("copy on a busy tape wins", [A0, B1], LIBS, {}, {B1}, {"lib1": 99}, Placement("lib1", B1)),
     ("then the lighter library", [A0, B1], LIBS, {}, set(), {"lib0": 5}, Placement("lib1", B1)),
@@ -251,3 +271,50 @@ def test_an_explicit_library_without_a_copy_is_overridden_and_said_once(
     assert {store.polls.lookup(p).library for p in on_lib1} == {"lib1"}
     notes = [r for r in caplog.records if "holds no copy" in r.getMessage()]
     assert len(notes) == 1 and "task t9 asked for library lib0" in notes[0].getMessage()
+
+
+def test_a_named_library_holding_no_copy_never_reaches_eeadm(make_app, sim, headers, caplog):
+    """LTFSEE_LIB unset and a client names a library that does not exist: the
+    recall names no library, and a failed attempt waits RECALL_RETRY_DELAY
+    (it is never 'retried at once' from a copy in library None)."""
+    ok, damaged = sim.files("M")[:2]
+    lib = Library(sim.root)
+    lib.damage([damaged])
+    lib.close()
+    app = make_app(PREFETCH=False, RECALL_RETRY_DELAY=600, RECALL_MAX_ATTEMPTS=3)
+    svc = services(app)
+    client = app.test_client()
+    for path in (ok, damaged):
+        body = {"path": path, "globus_taskid": "t1", "library": "nolib"}
+        resp = client.post("/api/v0.5/globus_recall/globus_recall", json=body, headers=headers)
+        assert resp.get_json() == {"state": "archived"}
+    assert {svc.store.polls.lookup(p).library for p in (ok, damaged)} == {""}
+    stager = Stager(svc.settings, svc.store, svc.eeadm)
+    stager.step()
+    stager.wait_idle()
+    assert [c for c in sim.invocations("recall") if "nolib" in c or "-l" in c] == []
+    assert svc.store.polls.lookup(ok).status == "done"
+    rec = svc.store.polls.lookup(damaged)
+    assert rec.status == "queued" and rec.not_before >= svc.clock() + 500
+    assert "retried at once" not in caplog.text and "library None" not in caplog.text
+
+
+def test_retry_places_a_failed_file_again(make_app, sim, run_cli):
+    """A file that failed in a library holding no copy of it is queued again
+    from where its copies are, not from the library that failed it."""
+    path = sim.files("M")[0]
+    store = services(make_app(PREFETCH=False)).store
+    store.polls.request(path, "nolib", "globus", "t1")  # as an older release recorded it
+    batch_id, _ = store.queue.claim("nolib", 10)
+    store.queue.finish_batch(
+        batch_id,
+        outcome="failed",
+        detail="",
+        eeadm_task_id=None,
+        updates=[Update(path, FAILED, last_error="GLESL012E: Library nolib does not exist")],
+    )
+    res = run_cli("retry", path)
+    assert (res.returncode, res.stdout) == (0, "retry: 1 file(s)\n"), res.stderr
+    rec = store.polls.lookup(path)
+    assert (rec.status, rec.library, rec.attempts) == ("queued", "", 0)
+    assert rec.tape == sim.tapes()[path]

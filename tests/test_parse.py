@@ -74,8 +74,26 @@ RECALL_OK = """\
 
 def test_recall_success():
     out = parse_recall_output(RECALL_OK)
-    assert (out.provided, out.succeeded, out.task_id, out.errors) == (10, 10, 18860, [])
+    assert (out.provided, out.succeeded, out.task_id, out.errors) == (10, 10, "18860", [])
     assert out.all_succeeded
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        "1000",
+        "1005:1111:4444",
+        "1000:1002:1003:1004:1005:1006",
+        "tmp15nwx2vl",
+        "tmp15nwx2vl:1000:1002",
+        "tmp15nwx2vl_123:tmpn9km_wyx:1001",
+    ],
+)
+def test_recall_task_ids_of_every_form_are_kept_whole(task_id):
+    """The forms EE releases print (docs/eeadm.md), as text, the line's full stop left out."""
+    line = f"GLESL700I: Task selective_recall was created successfully, task ID is {task_id}."
+    assert parse_recall_output(line).task_id == task_id
+    assert parse_recall_output(f"2025-01-02 03:04:05 {line}\n").task_id == task_id
 
 
 def test_recall_failure_collects_errors_but_not_duplicate_task():

@@ -11,14 +11,14 @@ from ltfsee_globus.parse import parse_file_state_short, parse_recall_output
 from ltfsee_globus.sim.library import Library
 
 
-def eeadm(sim, *args, stdin=None):
+def eeadm(sim, *args, stdin=None, **env):
     return subprocess.run(
         [*sim.command, *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "EEADM_SIM_DIR": str(sim.root)},
+        env={**os.environ, "EEADM_SIM_DIR": str(sim.root), **env},
     )
 
 
@@ -57,8 +57,21 @@ def test_recall_from_list_file_moves_migrated_to_premigrated(sim, tmp_path):
     res = eeadm(sim, "recall", str(listing))
     assert res.returncode == 0, res.stderr
     out = parse_recall_output(res.stdout)
-    assert (out.provided, out.succeeded) == (5, 5) and out.task_id == 1
+    assert (out.provided, out.succeeded) == (5, 5) and out.task_id == "1:1001"
     assert set(states(sim, paths).values()) == {"P"}
+
+
+def test_task_ids_come_in_the_colon_form_or_plain_and_task_show_takes_either(sim):
+    first, second = sim.files("M")[:2]
+    colon = parse_recall_output(eeadm(sim, "recall", stdin=first).stdout).task_id
+    plain = parse_recall_output(
+        eeadm(sim, "recall", stdin=second, EEADM_SIM_TASK_IDS="plain").stdout
+    ).task_id
+    assert (colon, plain) == ("1:1001", "2")
+    for task in (colon, "1", plain):
+        shown = eeadm(sim, "task", "show", task, "-r")
+        assert shown.returncode == 0 and f"Task ID: {task}" in shown.stdout
+    assert eeadm(sim, "task", "show", "tmpx:1").returncode == 1
 
 
 def test_recall_from_stdin_with_resident(sim):

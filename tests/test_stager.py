@@ -207,7 +207,7 @@ def test_restart_adopts_a_recall_still_running(staged, sim, tmp_path):
     stager.wait_idle()
     assert all(svc.store.polls.lookup(p).status == DONE for p in m)
     assert len(sim.invocations("recall")) == 1
-    assert svc.store.queue.batch(batch_id).eeadm_task_id == 1
+    assert svc.store.queue.batch(batch_id).eeadm_task_id == "1:1001"  # the colon form, kept whole
 
 
 def test_one_stager_per_state_dir(tmp_path):

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ltfsee_globus.api.context import services
+from ltfsee_globus.placement import Placement
 from ltfsee_globus.stager import Stager
 from ltfsee_globus.store import DONE, FAILED, QUEUED, RECALLING, Update
 
@@ -204,13 +205,15 @@ def test_totals_count_what_happened_and_survive_pruning(store, clock):
 def test_retention_prunes_only_what_finished_before_the_cutoff(store, clock):
     old = finished(store, 30, prefix="/gpfs/old")
     old_failed = finished(store, 5, FAILED, prefix="/gpfs/oldfail")
-    store.requests.create("r-old", "k", [("/gpfs/a", "refused"), ("/gpfs/b", "refused")])
-    store.requests.create("r-open", "k", [("/gpfs/old0", None)])  # not settled yet
+    store.requests.create(
+        "r-old", "k", [("/gpfs/a", "/gpfs/a", "refused"), ("/gpfs/b", "/gpfs/b", "refused")]
+    )
+    store.requests.create("r-open", "k", [("/gpfs/old0", "/gpfs/old0", None)])  # not settled yet
     clock.advance(100)
     cutoff = clock()
     new = finished(store, 10, prefix="/gpfs/new")
     store.polls.request("/gpfs/waiting", None, "globus", "t2")
-    store.requests.create("r-new", "k", [("/gpfs/x", "refused")])
+    store.requests.create("r-new", "k", [("/gpfs/x", "/gpfs/x", "refused")])
     before = store.ops.counts()
     assert before.files == {"queued": 1, "recalling": 0, "done": 40, "failed": 5}
     gone = [store.queue.prune(cutoff, limit=7) for _ in range(10)]
@@ -280,7 +283,11 @@ def test_prefetch_triggers_come_once_in_order(store):
 
 # -- WLCG stage requests ---------------------------------------------------------------------
 def test_a_stage_request_from_intake_to_completion(store, clock):
-    store.requests.create("r1", "key", [("/gpfs/a", None), ("/gpfs/b", None), ("/x", "bad")])
+    store.requests.create(
+        "r1",
+        "key",
+        [("/gpfs/a", "/gpfs/a", None), ("/gpfs/b", "/gpfs/b", None), ("/x", "/x", "bad")],
+    )
     req, files = store.requests.get("r1")
     assert (req.id, req.owner, req.started_at) == ("r1", "key", None)
     assert [(f.path, f.state) for f in files] == [
@@ -308,7 +315,9 @@ def test_a_stage_request_from_intake_to_completion(store, clock):
 
 
 def test_cancelling_a_request_forgets_only_what_nobody_else_wants(store):
-    store.requests.create("r1", "key", [("/gpfs/mine", None), ("/gpfs/shared", None)])
+    store.requests.create(
+        "r1", "key", [("/gpfs/mine", "/gpfs/mine", None), ("/gpfs/shared", "/gpfs/shared", None)]
+    )
     for path in ("/gpfs/mine", "/gpfs/shared"):
         store.requests.intake("r1", path, None, None)
     store.polls.request("/gpfs/shared", None, "globus", "t1")
@@ -341,7 +350,13 @@ def test_operator_listings_and_changes_are_recorded(store, clock):
     assert [f.path for f in store.ops.files(status=FAILED)] == [failed]
     assert [f.path for f in store.ops.files(library="lib2")] == ["/gpfs/e/g"]
     assert len(store.ops.files(limit=2)) == 2
-    assert store.ops.retry([failed], "alice") == 1
+    assert (
+        store.ops.retry(
+            {failed: Placement("lib3", T2), "/gpfs/e/g": Placement(None, None)}, "alice"
+        )
+        == 1
+    )
+    assert (store.polls.lookup(failed).library, store.polls.lookup(failed).tape) == ("lib3", T2)
     assert [f.path for f in store.ops.files(status=QUEUED, retrying=False)][-1] == failed
     assert store.ops.cancel(None, "task-a", "bob") == 3
     assert store.polls.lookup("/gpfs/e/g").status == QUEUED  # task-b's

@@ -175,17 +175,21 @@ def stage():
         raise ApiError(
             413, "Payload Too Large", f"at most {svc.settings.STAGE_MAX_FILES} files per request"
         )
-    entries: dict[str, str | None] = {}
+    # each distinct string the client sent, answered as sent; the service
+    # works on the normalised path ("/a//b" and "/a/b": two entries, one file)
+    entries: dict[str, tuple[str, str, str | None]] = {}
     for item in files:
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             raise ApiError(400, "Bad Request", "each file must be an object with a string path")
+        asked = item["path"]
+        if asked in entries:
+            continue
         try:
-            path, error = check_managed(item["path"], svc.settings.MANAGED_ROOTS), None
+            entries[asked] = (asked, check_managed(asked, svc.settings.MANAGED_ROOTS), None)
         except PathRefused as exc:
-            path, error = item["path"], str(exc)
-        entries.setdefault(path, error)
+            entries[asked] = (asked, asked, str(exc))
     request_id = str(uuid.uuid4())
-    svc.store.requests.create(request_id, owner, list(entries.items()))
+    svc.store.requests.create(request_id, owner, list(entries.values()))
     resp = jsonify(requestId=request_id)
     resp.status_code = 201
     resp.headers["Location"] = f"{request.host_url.rstrip('/')}{_root(svc)}/stage/{request_id}"
@@ -230,7 +234,7 @@ def stage_status(request_id: str):
     _svc, req, files = _owned(request_id)
     out_files = []
     for f in files:
-        item: dict[str, Any] = {"path": f.path, "state": f.state}
+        item: dict[str, Any] = {"path": f.asked_as, "state": f.state}
         if f.started_at is not None:
             item["startedAt"] = int(f.started_at)
         if f.finished_at is not None:
@@ -315,9 +319,10 @@ def archiveinfo():
     svc = services()
     authenticate(request, svc.settings.AUTH_KEY)
     raw = _paths(json_object(), svc.settings.ARCHIVEINFO_MAX_FILES)
+    # one answer per distinct string the client sent, carrying that string
     answers: list[dict[str, str]] = []
-    to_ask: list[str] = []
-    for p in raw:
+    normal: dict[str, str] = {}  # the string as sent -> the path looked up
+    for p in dict.fromkeys(raw):
         try:
             path = check_managed(p, svc.settings.MANAGED_ROOTS)
         except PathRefused as exc:
@@ -326,18 +331,18 @@ def archiveinfo():
         try:
             require_file(path)
         except (NoSuchFile, PathRefused, FileSystemError) as exc:
-            answers.append({"path": path, "error": str(exc)})
+            answers.append({"path": p, "error": str(exc)})
             continue
-        answers.append({"path": path})
-        to_ask.append(path)
+        answers.append({"path": p})
+        normal[p] = path
     try:
-        states = svc.lookup.fetch(list(dict.fromkeys(to_ask))) if to_ask else {}
+        states = svc.lookup.fetch(list(dict.fromkeys(normal.values()))) if normal else {}
     except EeadmError as exc:
         raise ApiError.from_eeadm(exc) from None
     for a in answers:
         if "error" in a:
             continue
-        st = states[a["path"]]
+        st = states[normal[a["path"]]]
         if isinstance(st, FileState):
             a["locality"] = LOCALITY[st.letter]
         else:

@@ -69,7 +69,8 @@ def cmd_recall(lib: Library, listfile: str | None, library: str | None, resident
         return 1
     _say(f"GLESL268I: {len(paths)} file name(s) have been provided to recall.")
     task_id = lib.submit_recall(paths, library, resident)
-    _say(f"GLESL700I: Task selective_recall was created successfully, task ID is {task_id}.")
+    shown = task_label(task_id)
+    _say(f"GLESL700I: Task selective_recall was created successfully, task ID is {shown}.")
     while True:
         with lib.locked() as now:
             done, next_at, files = lib.task_status(task_id)
@@ -85,17 +86,29 @@ def cmd_recall(lib: Library, listfile: str | None, library: str | None, resident
         _say(f["message"] or f"GLESL016E: Failed to recall {f['path']}.", sys.stderr)
     _say(
         f"GLESL845E: Failed to recall {len(failed)} of {len(files)} file(s). "
-        f'Use "eeadm task show {task_id} -r" for details.',
+        f'Use "eeadm task show {shown} -r" for details.',
         sys.stderr,
     )
     return 1
 
 
-def cmd_task_show(lib: Library, task_id: int, results: bool) -> int:
+def task_label(task_id: int) -> str:
+    """A task's ID as this EE prints it: the newer releases' colon form
+    (`1000:1001`, one part per node that took a share) unless
+    EEADM_SIM_TASK_IDS=plain asks for the older bare number."""
+    if os.environ.get("EEADM_SIM_TASK_IDS", "colon") == "plain":
+        return str(task_id)
+    return f"{task_id}:{task_id + 1000}"
+
+
+def cmd_task_show(lib: Library, label: str, results: bool) -> int:
+    number = label.split(":", 1)[0]
+    if not number.isdigit():
+        raise SimError(f"GLESL018E: Task {label} does not exist.")
     with lib.locked():
-        done, _next, files = lib.task_status(task_id)
+        done, _next, files = lib.task_status(int(number))
     status = "completed" if done else "running"
-    print(f"=== Task Information ===\nTask ID: {task_id}\nStatus: {status}")
+    print(f"=== Task Information ===\nTask ID: {label}\nStatus: {status}")
     if results:
         for f in files:
             word = "Pending" if f["ok"] is None else ("Success" if f["ok"] else "Fail")
@@ -116,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--resident", action="store_true")
     tp = sub.add_parser("task").add_subparsers(dest="cmd", required=True)
     ts = tp.add_parser("show")
-    ts.add_argument("task_id", type=int)
+    ts.add_argument("task_id")
     ts.add_argument("-r", action="store_true", dest="results")
     sub.add_parser("node").add_subparsers(dest="cmd", required=True).add_parser("list")
     return parser

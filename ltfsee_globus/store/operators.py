@@ -3,9 +3,10 @@ CLI's retry, cancel and forget (each recorded: who, when, what)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..placement import Placement
 from .db import Database, Tx, process_owner
 from .records import (
     CANCELLED,
@@ -164,24 +165,23 @@ class Operators:
         )
 
     # -- changes ------------------------------------------------------------------
-    def retry(self, paths: Sequence[str] | None, who: str) -> int:
-        """Queue failed files afresh (all failed ones when `paths` is None),
-        attempts reset. Recorded as an operator action."""
+    def retry(self, placed: Mapping[str, Placement], who: str, target: str | None = None) -> int:
+        """Queue failed files afresh, attempts reset, each from the library and
+        copy it was placed on now (the one it failed in may be why it failed).
+        Recorded as an operator action on `target` (default: the paths)."""
 
         def work(c: Tx) -> int:
             now = self.clock()
-            sql = (
+            n = c.executemany(
                 "UPDATE files SET status = ?, attempts = 0, not_before = 0, last_error = NULL, "
-                "batch_id = NULL, finished_at = NULL, queued_at = ?, updated_at = ? "
-                "WHERE status = ?"
+                "batch_id = NULL, finished_at = NULL, queued_at = ?, updated_at = ?, "
+                "library = ?, tape = coalesce(?, tape) WHERE status = ? AND path = ?",
+                [
+                    (QUEUED, now, now, p.library or "", p.tape, FAILED, path)
+                    for path, p in placed.items()
+                ],
             )
-            if paths is None:
-                n = c.execute(sql, (QUEUED, now, now, FAILED)).rowcount
-            else:
-                n = c.executemany(
-                    sql + " AND path = ?", [(QUEUED, now, now, FAILED, p) for p in paths]
-                )
-            self._record(c, who, "retry", "all failed" if paths is None else ", ".join(paths), n)
+            self._record(c, who, "retry", target or ", ".join(placed), n)
             return n
 
         return self.db.write(work)

@@ -152,7 +152,7 @@ class Queue:
         *,
         outcome: str,
         detail: str,
-        eeadm_task_id: int | None,
+        eeadm_task_id: str | None,
         updates: Sequence[Update],
     ) -> None:
         """Close a batch and apply the verdict for each of its files, atomically."""

@@ -100,7 +100,7 @@ class Batch:
     status: str  # running, done
     n_files: int
     pid: int | None
-    eeadm_task_id: int | None
+    eeadm_task_id: str | None  # as EE printed it: `eeadm task show ID -r` tells more
     started_at: float
     ended_at: float | None
     outcome: str | None  # succeeded, partial, failed
@@ -154,7 +154,8 @@ class RequestFile:
     """One file of a WLCG stage request."""
 
     request_id: str
-    path: str
+    asked_as: str  # the path as the client wrote it (what it is answered as)
+    path: str  # normalised: the file the service stages
     position: int
     state: str
     error: str | None

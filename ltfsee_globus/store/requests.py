@@ -36,10 +36,13 @@ class Requests:
         self.db = db
         self.clock = clock
 
-    def create(self, request_id: str, owner: str, files: Sequence[tuple[str, str | None]]) -> None:
-        """Record a stage request: (path, error) per file; a file with an error
-        is FAILED at once, the others wait for the stager's intake (which
-        chooses each file's library from its copies)."""
+    def create(
+        self, request_id: str, owner: str, files: Sequence[tuple[str, str, str | None]]
+    ) -> None:
+        """Record a stage request: (as the client wrote it, normalised path,
+        error) per distinct string the client sent; a file with an error is
+        FAILED at once, the others wait for the stager's intake (which chooses
+        each file's library from its copies)."""
         now = self.clock()
 
         def work(c: Tx) -> None:
@@ -48,11 +51,12 @@ class Requests:
                 (request_id, owner, now),
             )
             c.executemany(
-                "INSERT INTO request_files (request_id, path, position, state, checked, error, "
-                "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO request_files (request_id, asked_as, path, position, state, "
+                "checked, error, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         request_id,
+                        asked_as,
                         path,
                         n,
                         "FAILED" if err else SUBMITTED,
@@ -61,7 +65,7 @@ class Requests:
                         now if err else None,
                         now if err else None,
                     )
-                    for n, (path, err) in enumerate(files)
+                    for n, (asked_as, path, err) in enumerate(files)
                 ],
             )
 
@@ -84,13 +88,15 @@ class Requests:
         return self.db.read(read)
 
     def unchecked(self, limit: int) -> list[tuple[str, str]]:
-        """(request id, path) of request files not looked at yet, oldest first."""
-        return self.db.all(
+        """(request id, path) of request files not looked at yet, oldest first
+        (once per path, however many ways the client wrote it)."""
+        rows = self.db.all(
             "SELECT rf.request_id, rf.path FROM request_files rf "
             "JOIN stage_requests r ON r.id = rf.request_id "
             "WHERE NOT rf.checked ORDER BY r.created_at, rf.position LIMIT ?",
             (limit,),
         )
+        return list(dict.fromkeys(rows))
 
     def intake(
         self,
