@@ -4,8 +4,8 @@ Part 1 (cost): the real service (gunicorn, embedded stager, shipped
 defaults) over an empty store and over one pre-filled with `--records`
 file records finished a day ago (each with its requester), on a simulated library
 whose recalls never end. Measured on each: polls of a file whose recall is
-in flight (answered from the store) from 8 threads for `--seconds`, and 50
-sequential GETs of /metrics and /api/status.
+in flight (answered from the store) from 8 threads for `--seconds`, and 300
+sequential GETs of /metrics and /api/status (ROUTE_GETS).
 
 Part 2 (growth): the pre-filled store's records are then dated 30 days
 back, so the shipped RETENTION_DAYS (14) applies to them. The service runs while this
@@ -52,6 +52,8 @@ RECALL = "/api/v0.5/globus_recall/globus_recall"
 KEY = "bench-key"
 HDR = {"X-API-KEY": KEY}
 DAY = 86400.0
+#: GETs of /metrics and /api/status per store: p99 of 50 was one outlier
+ROUTE_GETS = 300
 
 
 class SqliteStores:
@@ -116,6 +118,7 @@ class PostgresStores(SqliteStores):
         )
         sql("SELECT tally('files:done', %s)", name, (n,))
         sql("VACUUM ANALYZE", name)
+        sql("CHECKPOINT")  # the load's dirty pages on disk before anything is timed
         return time.monotonic() - t
 
     def redate(self, name: str, finished_at: float) -> None:
@@ -155,6 +158,7 @@ def prefill(db: Path, n: int, finished_at: float) -> float:
         "SELECT path, 'globus', 'task-' || (rowid / 5000), created_at FROM files"
     )
     conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the load in the database file
     conn.close()
     return time.monotonic() - t
 
@@ -225,7 +229,7 @@ def cost(tmp: Path, where: dict, fs: Path, migrated: list[str], command: str, se
         out["poll_p99_ms"] = pct(polls, 0.99)
         for route in ("/metrics", "/api/status"):
             times = []
-            for _ in range(50):
+            for _ in range(ROUTE_GETS):
                 t = time.monotonic()
                 assert requests.get(url + route, headers=HDR, timeout=30).ok
                 times.append(time.monotonic() - t)
@@ -279,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--rate", type=int, default=100, help="finished records per second")
     ap.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    ap.add_argument("--parts", nargs="+", choices=("cost", "growth"), default=["cost", "growth"])
     args = ap.parse_args(argv)
     result: dict = {"engine": args.engine, "records": args.records}
     with tempfile.TemporaryDirectory(prefix="bigstore-", dir="/var/tmp") as d:
@@ -289,26 +294,33 @@ def main(argv: list[str] | None = None) -> int:
             result["prefill_s"] = round(stores.prefill("full", args.records, time.time() - DAY), 1)
             result["full_size_mb"] = stores.size("full") // 10**6
             print(json.dumps(result), flush=True)
-            for name in ("empty", "full"):
+            for name in ("empty", "full") if "cost" in args.parts else ():
                 result[name] = cost(tmp, stores.env(name), fs, migrated, command, args.seconds)
                 print(json.dumps(result[name]), flush=True)
-            stores.redate("full", time.time() - 30 * DAY)  # now past retention
-            stores.copy("full", "kept")  # the same store for part 2's other mode
-            result["retention_14d"] = growth(stores, "full", fs, command, args.rate, args.minutes)
-            print(json.dumps(result["retention_14d"]), flush=True)
-            result["kept_100y"] = growth(
-                stores, "kept", fs, command, args.rate, args.minutes, RETENTION_DAYS="36500"
-            )
-            print(json.dumps(result["kept_100y"]), flush=True)
+            if "growth" in args.parts:
+                stores.redate("full", time.time() - 30 * DAY)  # now past retention
+                stores.copy("full", "kept")  # the same store for part 2's other mode
+                result["retention_14d"] = growth(
+                    stores, "full", fs, command, args.rate, args.minutes
+                )
+                print(json.dumps(result["retention_14d"]), flush=True)
+                result["kept_100y"] = growth(
+                    stores, "kept", fs, command, args.rate, args.minutes, RETENTION_DAYS="36500"
+                )
+                print(json.dumps(result["kept_100y"]), flush=True)
         finally:
             stores.close()
-    e, f = result["empty"], result["full"]
-    ratios = {k: round(f[k] / e[k], 2) for k in e if k.endswith("_ms") and e[k]}
-    result["full_over_empty"] = ratios
+    ok = True
+    if "cost" in args.parts:
+        e, f = result["empty"], result["full"]
+        ratios = {k: round(f[k] / e[k], 2) for k in e if k.endswith("_ms") and e[k]}
+        result["full_over_empty"] = ratios
+        ok = all(ratios[k] <= 1.2 for k in ratios if "p99" in k)
     print(json.dumps(result, indent=2))
-    # from the second sample on: the first is taken before the WAL reaches its working size
-    grew = [s for _, s in result["retention_14d"]["size_mb"]][1:]
-    ok = all(ratios[k] <= 1.5 for k in ratios if "p99" in k) and grew[-1] <= grew[0]
+    if "growth" in args.parts:
+        # from the second sample on: the first is taken before the WAL reaches its working size
+        grew = [s for _, s in result["retention_14d"]["size_mb"]][1:]
+        ok = ok and grew[-1] <= grew[0]
     print("goals met" if ok else "GOALS MISSED")
     return 0 if ok else 1
 

@@ -10,6 +10,7 @@
     ltfsee-globus forget PATH...            drop a failure, so the next poll starts afresh
     ltfsee-globus doctor                    config, roots, store, stager lock, eeadm, sudo, disk
     ltfsee-globus ready [--wait S] [--url U]   ask the running service's /readyz
+    ltfsee-globus install-units [--prefix P] [--state-dir D] [--dest /]   systemd units, sudoers
     ltfsee-globus simulator init DIR [--demo | layout options]
     ltfsee-globus simulator stats DIR       counters and task timings as JSON
     ltfsee-globus simulator damage DIR PATH...   make files unreadable (failure drills)
@@ -38,6 +39,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -59,6 +61,8 @@ from .config import (
 from .conninfo import describe
 from .eeadm import Eeadm, EeadmError
 from .health import human_age, readiness, status_report, sudo_rights
+from .install import Layout as InstallLayout
+from .install import write as write_units
 from .parse import FileState
 from .placement import NoCopy, Placement, place
 from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
@@ -326,42 +330,48 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if all(v.startswith("ok") for v in checks.values()) else EXIT_FAIL
 
 
-def _local_url(settings: Settings) -> str:
-    """The URL of this host's service, from BIND (and TLS settings)."""
-    if settings.BIND.startswith("unix:"):
-        raise UsageError("BIND is a unix socket: give --url")
-    host, _, port = settings.BIND.rpartition(":")
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)  # noqa: S104
-    if settings.CERTFILE:
-        return f"https://{'localhost' if host == '127.0.0.1' else host}:{port}"
-    return f"http://{host}:{port}"
-
-
 def cmd_ready(args: argparse.Namespace) -> int:
     """Wait (up to --wait seconds) until the service answers /readyz with 200.
 
     The systemd unit runs it after start, so `systemctl start` returns once
-    the workers answer and the journal says whether the service is ready."""
-    import requests
+    the workers answer and the journal says whether the service is ready.
+    Without --url it reaches this host's service as BIND and CERTFILE say
+    (a unix socket; TLS checked against CERTFILE itself)."""
+    from . import ready
 
-    base = args.url or _local_url(load_settings())  # --url needs no settings
-    url = base.rstrip("/") + "/readyz"
+    try:
+        target = ready.from_url(args.url, args.cafile) if args.url else ready.local(load_settings())
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot check readiness: {exc}") from None
     deadline = time.monotonic() + args.wait
     while True:
-        try:
-            resp = requests.get(url, timeout=15, verify=args.cafile or True)
-            if resp.status_code == 200:
-                print(f"ready: {url}")
-                return EXIT_OK
-            why = resp.json().get("detail", f"HTTP {resp.status_code}")
-        except requests.RequestException as exc:
-            why = f"no answer ({type(exc).__name__})"
-        except ValueError:
-            why = f"HTTP {resp.status_code}, not our problem+json"
+        ok, why = ready.ask(target)
+        if ok:
+            print(f"ready: {target.url}")
+            return EXIT_OK
         if time.monotonic() >= deadline:
-            print(f"not ready: {url}: {why}", file=sys.stderr)
+            print(f"not ready: {target.url}/readyz: {why}", file=sys.stderr)
             return EXIT_FAIL
         time.sleep(1)
+
+
+def cmd_install_units(args: argparse.Namespace) -> int:
+    """Write the units, the sudoers rule and env.example for this installation."""
+    layout = InstallLayout(
+        prefix=args.prefix,
+        state_dir=args.state_dir,
+        env_file=args.env,
+        user=args.user,
+        eeadm=args.eeadm,
+        after=args.after,
+    )
+    try:
+        written = write_units(Path(args.dest), layout)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
 
 
 def cmd_stager(_args: argparse.Namespace) -> int:
@@ -498,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check-config", help="validate the configuration").set_defaults(
-        func=cmd_check_config
+        func=cmd_check_config, service_env=True
     )
     sub.add_parser("stager", help="run the stager standalone").set_defaults(
         func=cmd_stager, service_env=True
@@ -531,13 +541,23 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("paths", nargs="+")
     forget.set_defaults(func=cmd_change, service_env=True)
     sub.add_parser("doctor", help="check everything the service needs").set_defaults(
-        func=cmd_doctor
+        func=cmd_doctor, service_env=True
     )
     ready = sub.add_parser("ready", help="wait until the running service is ready (/readyz)")
     ready.add_argument("--wait", type=float, default=0, help="seconds to keep asking")
     ready.add_argument("--url", help="the service's base URL (default: from BIND)")
     ready.add_argument("--cafile", help="CA bundle that signed the service's certificate")
     ready.set_defaults(func=cmd_ready, service_env=True)
+    units = sub.add_parser("install-units", help="write systemd units and sudoers for this install")
+    defaults = InstallLayout()
+    units.add_argument("--prefix", default=defaults.prefix, help="where the package is installed")
+    units.add_argument("--state-dir", default=defaults.state_dir)
+    units.add_argument("--env", default=defaults.env_file, help="the environment file")
+    units.add_argument("--user", default=defaults.user, help="the service account")
+    units.add_argument("--eeadm", default=defaults.eeadm, help="eeadm's absolute path")
+    units.add_argument("--after", default=defaults.after, help="units to start after")
+    units.add_argument("--dest", default="/", help="the root to write under (a staging tree)")
+    units.set_defaults(func=cmd_install_units)
     demo = sub.add_parser("demo", help="serve a demo simulated library under gunicorn")
     demo.add_argument("--dir", default="demo")
     demo.add_argument("--bind", default="127.0.0.1:5000")

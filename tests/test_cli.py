@@ -3,6 +3,7 @@
 import json
 import os
 import pwd
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_ready_says_when_nothing_answers(base_config, sim):
         timeout=60,
     )
     assert res.returncode == 1
-    assert "not ready: http://127.0.0.1:9/readyz: no answer (ConnectionError)" in res.stderr
+    assert "not ready: http://127.0.0.1:9/readyz: no answer (ConnectionRefusedError)" in res.stderr
 
 
 def test_batches_show_the_ee_task_id_and_how_to_ask_ee_about_a_failed_one(make_app, sim, site):
@@ -233,6 +234,10 @@ def test_operator_commands_read_the_service_environment_file(site, base_config, 
         "--env-file", str(env_file), "status", "--json", STATE_DIR=str(tmp_path / "o"), STORE_URL=""
     )
     assert res.returncode == 0 and json.loads(res.stdout)["files"]["failed"] == 0
+    for command in ("check-config", "doctor"):
+        res = bare("--env-file", str(env_file), command)
+        assert "AUTH_KEY is missing" not in res.stderr, (command, res.stderr)
+        assert res.returncode in (0, 1), (command, res.stderr)  # doctor: no stager runs
     missing = bare("--env-file", str(tmp_path / "none"), "status")
     assert missing.returncode == 3 and "AUTH_KEY is missing" in missing.stderr
 
@@ -250,3 +255,54 @@ def test_root_is_refused_a_sqlite_store_another_user_owns(site, base_config):
     assert "sudo -u nobody" in res.stderr
     assert {p.stat().st_uid for p in db.parent.glob("ltfsee-globus.db*")} == {nobody.pw_uid}
     assert run("--as-root", "status").returncode == 0
+
+
+@pytest.mark.sqlite_only
+def test_ready_reaches_a_unix_socket_and_pins_the_tls_certificate(
+    server_env, start_server, tmp_path, wait_for
+):
+    """What the unit's ExecStartPost runs: from the settings alone, whether the
+    service listens on a unix socket or serves TLS with a private certificate."""
+    cli = [sys.executable, "-m", "ltfsee_globus.cli"]
+    sock = tmp_path / "api.sock"
+    env = {**os.environ, **server_env, "BIND": f"unix:{sock}"}
+    with open(tmp_path / "unix.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:ltfsee_globus.gunicorn_conf",
+                "ltfsee_globus:create_app()",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        res = subprocess.run(
+            [*cli, "ready", "--wait", "30"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert (res.returncode, res.stdout) == (0, f"ready: unix:{sock}\n"), res.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    certs = {}
+    for name in ("served", "other"):
+        (tmp_path / name).mkdir()
+        made = subprocess.run(
+            ["sh", "ssl/make-dev-cert.sh", str(tmp_path / name)], capture_output=True
+        )
+        assert made.returncode == 0
+        certs[name] = (tmp_path / name / "dev-key.pem", tmp_path / name / "dev-cert.pem")
+    key, cert = certs["served"]
+    server = start_server(KEYFILE=key, CERTFILE=cert)
+    port = server.url.rsplit(":", 1)[1]
+    local = {**server.env, "BIND": f"0.0.0.0:{port}"}
+    res = subprocess.run([*cli, "ready"], env=local, capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout) == (0, f"ready: https://127.0.0.1:{port}\n"), res.stderr
+    wrong = {**local, "CERTFILE": str(certs["other"][1]), "KEYFILE": str(certs["other"][0])}
+    res = subprocess.run([*cli, "ready"], env=wrong, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "the certificate served is not CERTFILE's" in res.stderr
