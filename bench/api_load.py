@@ -6,13 +6,16 @@ library whose `eeadm recall` never finishes, then drives the stage app's
 request at 8 and 64 concurrent clients, each poll on a new connection as the
 stage app makes it (`--keep-alive` reuses them), for two files: one resident
 (answered from the state cache) and one whose recall is in flight (answered
-from the store). The engines' servers run side by side and take turns,
-round after round (`--rounds`), so a noisy machine hits both alike; the
-table gives each figure's median over the rounds and PostgreSQL's ratio to
-SQLite. It also counts the eeadm calls made during each run.
+from the store). Beside them runs `bare`: the least any Flask handler of
+this API can do (bare_app.py: parse the body, check the key in constant
+time, answer resident) under the same gunicorn settings. The servers run
+side by side and take turns, round after round (`--rounds`), so a noisy
+machine hits all alike; the tables give each figure's median over the
+rounds, each engine's ratio to the bare handler, and PostgreSQL's to SQLite.
+It also counts the eeadm calls made during each run.
 
     apt-get install wrk postgresql
-    python bench/api_load.py [--seconds 10] [--rounds 3] [--engines sqlite postgresql]
+    python bench/api_load.py [--seconds 10] [--rounds 3] [--modes sqlite postgresql bare]
 
 Settings changed from the shipped defaults, the same for every engine:
 BATCH_WINDOW=0 and PREFETCH=false (the one in-flight file goes at once),
@@ -137,13 +140,49 @@ def serve(tmp: Path, name: str, store_url: str, args: argparse.Namespace) -> dic
     return {"server": server, "calls": calls, "bodies": bodies}
 
 
+def serve_bare(tmp: Path, args: argparse.Namespace) -> dict:
+    """bare_app.py under the service's gunicorn settings (bare_gunicorn.py)."""
+    here = Path(__file__).resolve().parent
+    env = {
+        "AUTH_KEY": KEY,
+        "WORKERS": str(args.workers),
+        "THREADS": str(args.threads),
+        "ACCESS_LOG": "false",
+        "PYTHONPATH": str(here),
+    }
+    server = devserver.start(
+        env, tmp / "bare.log", config=here / "bare_gunicorn.py", app="bare_app:create_app()"
+    )
+    calls = tmp / "bare-calls.log"  # it runs no eeadm
+    calls.write_text("")
+    body = {"path": "/gpfs/any/file", "globus_taskid": "load"}
+    return {"server": server, "calls": calls, "bodies": {"resident": body, "in flight": body}}
+
+
+def ratio_table(med: dict, over: str, base: str, title: str) -> None:
+    """`over`'s requests/s and p99 against `base`'s, per file and connections."""
+    print(f"\n| file | connections | {title} requests/s | p99 {title} |")
+    print("|---|---|---|---|")
+    for (mode, name, conns), m in med.items():
+        if mode == over:
+            b = med[(base, name, conns)]
+            rps, p99 = m["rps"] / b["rps"], m["p99_ms"] / b["p99_ms"]
+            print(f"| {name} | {conns} | {rps:.2f} | {p99:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--engines", nargs="+", default=["sqlite", "postgresql"])
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("sqlite", "postgresql", "bare"),
+        default=["sqlite", "postgresql", "bare"],
+        help="the service on each store engine, and the bare Flask handler",
+    )
     ap.add_argument(
         "--keep-alive",
         action="store_true",
@@ -155,13 +194,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs: dict[tuple[str, str, int], list[dict]] = {}
     services: dict[str, dict] = {}
-    cluster = pgcluster.start(durable=True) if "postgresql" in args.engines else None
+    cluster = pgcluster.start(durable=True) if "postgresql" in args.modes else None
     with tempfile.TemporaryDirectory(prefix="api-load-") as d:
         tmp = Path(d)
         try:
-            for engine in args.engines:
-                url = cluster.create_database("load") if engine == "postgresql" else ""
-                services[engine] = serve(tmp, engine, url, args)
+            for mode in args.modes:
+                if mode == "bare":
+                    services[mode] = serve_bare(tmp, args)
+                    continue
+                url = cluster.create_database("load") if mode == "postgresql" else ""
+                services[mode] = serve(tmp, mode, url, args)
             for n in range(args.rounds):
                 for engine, svc in services.items():
                     for name, body in svc["bodies"].items():
@@ -180,13 +222,14 @@ def main(argv: list[str] | None = None) -> int:
                             runs.setdefault((engine, name, conns), []).append(r)
                             print(json.dumps(r), flush=True)
         finally:
-            for svc in services.values():
+            for mode, svc in services.items():
                 svc["server"].stop()
-                devserver.kill_recalls(svc["server"].env)  # the never-ending recall
+                if mode != "bare":
+                    devserver.kill_recalls(svc["server"].env)  # the never-ending recall
             if cluster:
                 cluster.destroy()
     print(f"\nmedian of {args.rounds} interleaved round(s) of {args.seconds} s each")
-    print("| engine | file | connections | requests/s | p50 ms | p99 ms | non-2xx | eeadm calls |")
+    print("| mode | file | connections | requests/s | p50 ms | p99 ms | non-2xx | eeadm calls |")
     print("|---|---|---|---|---|---|---|---|")
     med: dict[tuple[str, str, int], dict] = {}
     for key, rs in runs.items():
@@ -200,17 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             f"| {engine} | {name} | {conns} | {m['rps']:.0f} | {m['p50_ms']:.2f} "
             f"| {m['p99_ms']:.2f} | {m['non_2xx']} | {m['eeadm_calls']} |"
         )
-    if {"sqlite", "postgresql"} <= set(args.engines):
-        print("\n| file | connections | PostgreSQL / SQLite requests/s | p99 PostgreSQL / SQLite |")
-        print("|---|---|---|---|")
-        for (engine, name, conns), m in med.items():
-            if engine != "postgresql":
-                continue
-            base = med[("sqlite", name, conns)]
-            print(
-                f"| {name} | {conns} | {m['rps'] / base['rps']:.2f} "
-                f"| {m['p99_ms'] / base['p99_ms']:.2f} |"
-            )
+    modes = set(args.modes)
+    for engine, title in (("sqlite", "SQLite / bare"), ("postgresql", "PostgreSQL / bare")):
+        if {engine, "bare"} <= modes:
+            ratio_table(med, engine, "bare", title)
+    if {"sqlite", "postgresql"} <= modes:
+        ratio_table(med, "postgresql", "sqlite", "PostgreSQL / SQLite")
     return 0 if all(m["non_2xx"] == 0 for m in med.values()) else 1
 
 

@@ -19,6 +19,8 @@ import logging
 import sys
 from importlib.resources import files
 
+from gunicorn import glogging
+
 
 def _settings():
     """Fail fast, with one clear message, when the configuration cannot work.
@@ -49,6 +51,18 @@ logconfig = str(files("ltfsee_globus") / "logging.cfg")
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
 keyfile = _s.KEYFILE or None
 certfile = _s.CERTFILE or None
+
+
+class _Logger(glogging.Logger):
+    """gunicorn's logger, told whether access lines are wanted. With a log
+    config gunicorn builds every access line (its atoms: a dict per request)
+    even when the access logger is off; with ACCESS_LOG=false it builds none."""
+
+    def _compute_access_log_enabled(self) -> bool:  # gunicorn 27: its setup() asks once
+        return _s.ACCESS_LOG and super()._compute_access_log_enabled()
+
+
+logger_class = _Logger
 
 
 def on_starting(server):

@@ -1,7 +1,9 @@
 """What operators and orchestrators ask: readiness, through the real app and stager."""
 
 import logging
+import signal
 
+import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ltfsee_globus.api.context import services
@@ -55,3 +57,13 @@ def test_metrics_content_type_names_its_charset_once(client):
     resp = client.get("/metrics")
     assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
     assert resp.headers["Content-Type"].count("charset") == 1
+
+
+@pytest.mark.parametrize("access_log", ["true", "false"])
+def test_access_lines_only_when_access_log_is_on(start_server, sim, headers, access_log):
+    server = start_server(ACCESS_LOG=access_log)
+    body = {"path": sim.files("R")[0]}
+    assert server.post("/api/v0.5/globus_recall/globus_recall", body).status_code == 201
+    server.kill(signal.SIGTERM)
+    lines = [x for x in server.gunicorn.log.read_text().splitlines() if '"POST /api/v0.5' in x]
+    assert len(lines) == (1 if access_log == "true" else 0)

@@ -59,11 +59,21 @@ class Gunicorn:
         self.proc.wait(timeout=60)
 
 
-def start(env: Mapping[str, str], log: Path, *, timeout: float = 30, root: Path = ROOT) -> Gunicorn:
+def start(
+    env: Mapping[str, str],
+    log: Path,
+    *,
+    timeout: float = 30,
+    root: Path = ROOT,
+    config: Path | None = None,
+    app: str = "ltfsee_globus:create_app()",
+) -> Gunicorn:
     """Start gunicorn with `env` over the environment; TLS when CERTFILE is set.
 
     `root` is the source tree whose gunicorn.conf.py and package run (the
-    benchmark runs an earlier release from a git worktree this way)."""
+    benchmark runs an earlier release from a git worktree this way); `config`
+    and `app` serve another application (api_load.py's bare baseline), which
+    must answer /healthz too."""
     port = free_port()
     full = {**os.environ, **env, "BIND": f"127.0.0.1:{port}"}
     if root != ROOT:
@@ -75,8 +85,8 @@ def start(env: Mapping[str, str], log: Path, *, timeout: float = 30, root: Path 
                 "-m",
                 "gunicorn",
                 "-c",
-                str(root / "gunicorn.conf.py"),
-                "ltfsee_globus:create_app()",
+                str(config or root / "gunicorn.conf.py"),
+                app,
             ],
             env=full,
             stdout=out,
