@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 url = cluster.create_database("load") if mode == "postgresql" else ""
                 services[mode] = serve(tmp, mode, url, args)
             for n in range(args.rounds):
-                for engine, svc in services.items():
+                for mode, svc in services.items():
                     for name, body in svc["bodies"].items():
                         for conns in (8, 64):
                             before = len(svc["calls"].read_text().splitlines())
@@ -218,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                                 keep_alive=args.keep_alive,
                             )
                             made = len(svc["calls"].read_text().splitlines()) - before
-                            r.update(round=n + 1, engine=engine, file=name, eeadm_calls=made)
-                            runs.setdefault((engine, name, conns), []).append(r)
+                            r.update(round=n + 1, mode=mode, file=name, eeadm_calls=made)
+                            runs.setdefault((mode, name, conns), []).append(r)
                             print(json.dumps(r), flush=True)
         finally:
             for mode, svc in services.items():
