@@ -174,10 +174,10 @@ class PostgresDatabase(Database):
                         result = work(_PgTx(conn))
                         committing = True
                     return result
-            except psycopg.errors.TransactionRollback:
+            except psycopg.errors.TransactionRollback as exc:
                 race += 1
-                if race >= RACE_ATTEMPTS:
-                    raise
+                if race >= RACE_ATTEMPTS:  # the client asks again later (503)
+                    raise self._unavailable(exc) from None
                 time.sleep(random.uniform(0, 0.01 * 2**race))
             except PoolTimeout as exc:
                 raise self._away(exc) from None
