@@ -146,9 +146,8 @@ def _refuse_foreign_store(settings: Settings, as_root: bool) -> None:
 
 
 @contextmanager
-def _store(args: argparse.Namespace) -> Iterator[Store]:
-    """The configured store, closed afterwards."""
-    settings = load_settings()
+def _store(settings: Settings, args: argparse.Namespace) -> Iterator[Store]:
+    """The store `settings` name, closed afterwards."""
     _refuse_foreign_store(settings, args.as_root)
     store = open_store(settings)
     try:
@@ -179,8 +178,9 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        report = status_report(store, load_settings().state_dir)
+    settings = load_settings()
+    with _store(settings, args) as store:
+        report = status_report(store, settings.state_dir)
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
@@ -233,7 +233,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_files(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with _store(load_settings(), args) as store:
         rows = store.ops.files(
             status=args.status,
             library=args.library,
@@ -248,7 +248,7 @@ def cmd_files(args: argparse.Namespace) -> int:
 def cmd_batches(args: argparse.Namespace) -> int:
     """The newest batches; for each that did not succeed, the command that asks
     EE for its task's details."""
-    with _store(args) as store:
+    with _store(load_settings(), args) as store:
         rows = store.ops.batches(limit=args.limit)
     columns = ["id", "library", "tape", "status", "files_done", "n_files", "outcome", "task"]
     if args.json:
@@ -264,12 +264,13 @@ def cmd_change(args: argparse.Namespace) -> int:
     """retry, cancel, forget: change the store, record and log who did it."""
     _logging()
     who = _who()
-    with _store(args) as store:
+    settings = load_settings()
+    with _store(settings, args) as store:
         if args.command == "retry":
             if bool(args.paths) == args.failed:
                 raise UsageError("retry: give PATHs or --failed")
             failed = args.paths or [f.path for f in store.ops.files(status=FAILED, limit=10**9)]
-            placed = _replace(load_settings(), store, failed)
+            placed = _replace(settings, store, failed)
             n = store.ops.retry(placed, who, "all failed" if args.failed else None)
         elif args.command == "cancel":
             if bool(args.paths) == bool(args.task):
@@ -319,7 +320,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Every check an operator would make by hand, with what it found."""
     settings = load_settings()  # ConfigError: exit 3 with every problem listed
     eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
-    with _store(args) as store:
+    with _store(settings, args) as store:
         checks = {"config": "ok", **readiness(settings, store, eeadm)}
     checks["sudo"] = sudo_rights(settings)
     existing = next(p for p in (settings.state_dir, *settings.state_dir.parents) if p.exists())

@@ -8,7 +8,7 @@ file at once give one record, and a file a recall holds is never reset.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .db import Database, Tx, placeholders, process_owner
 from .records import ACTIVE, FAILED, QUEUED, FileRecord
@@ -57,6 +57,22 @@ def enqueue(
         return QUEUED, True
     # active: the upsert left it (and, on PostgreSQL, locked its row)
     return c.scalar("SELECT status FROM files WHERE path = ?", (path,)), False
+
+
+def lock_file(c: Tx, db: Database, path: str) -> None:
+    """Hold a file's row until the transaction ends (PostgreSQL; SQLite's one
+    writer holds everything). note_requester takes it before adding a
+    requester (enqueue's upsert locks it too) and a cancel before it counts
+    who still wants the file, so the cancel sees a requester that joins at
+    the same moment, or none of it."""
+    c.execute(f"SELECT 1 FROM files WHERE path = ?{db.lock_row}", (path,))
+
+
+def chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    """The distinct values, CHUNK at a time (one `IN (...)` list each)."""
+    distinct = list(dict.fromkeys(values))
+    for i in range(0, len(distinct), CHUNK):
+        yield distinct[i : i + CHUNK]
 
 
 def add_requester(c: Tx, path: str, kind: str, ref: str, now: float) -> bool:
@@ -147,9 +163,7 @@ class Polls:
 
         def work(c: Tx) -> None:
             now = self.clock()
-            # the file's row first: a concurrent cancel that drops unwanted
-            # files takes it too, so it sees this requester or none of it
-            c.execute(f"SELECT 1 FROM files WHERE path = ?{self.db.lock_row}", (path,))
+            lock_file(c, self.db, path)
             fresh = add_requester(c, path, kind, ref, now)
             confirm(c, path)
             if trigger_prefetch and ref and fresh:
@@ -202,10 +216,8 @@ class Tapes:
 
     def busy_tapes(self, tapes: Sequence[str]) -> set[str]:
         """Those of `tapes` that queued or recalling files need."""
-        wanted = list(dict.fromkeys(tapes))
         busy: set[str] = set()
-        for i in range(0, len(wanted), CHUNK):
-            part = wanted[i : i + CHUNK]
+        for part in chunks(tapes):
             busy.update(
                 r[0]
                 for r in self.db.all(
@@ -232,10 +244,8 @@ class Tapes:
 
     def known(self, paths: Iterable[str]) -> dict[str, str]:
         """Status of those of `paths` we have records for."""
-        wanted = list(dict.fromkeys(paths))
         out: dict[str, str] = {}
-        for i in range(0, len(wanted), CHUNK):
-            part = wanted[i : i + CHUNK]
+        for part in chunks(paths):
             out.update(
                 self.db.all(
                     f"SELECT path, status FROM files WHERE path IN ({placeholders(len(part))})",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .db import Database, Tx
-from .files import add_requester, confirm, enqueue
+from .files import add_requester, confirm, enqueue, lock_file
 from .records import (
     CANCELLED,
     FINAL,
@@ -144,9 +144,7 @@ class Requests:
         def work(c: Tx) -> None:
             now = self.clock()
             for path in paths:
-                # the file's row first (as enqueue and note_requester take it),
-                # so no requester can join between the count and the delete
-                c.execute(f"SELECT 1 FROM files WHERE path = ?{self.db.lock_row}", (path,))
+                lock_file(c, self.db, path)  # no requester joins between count and delete
                 cur = c.execute(
                     "UPDATE request_files SET state = ?, finished_at = ? "
                     "WHERE request_id = ? AND path = ? AND state IN (?, ?)",
