@@ -7,11 +7,14 @@ it applies to, through the real app, store and simulator.
 import json
 import logging
 import os
+import sys
+import unicodedata
 
 import pytest
 import requests
 
 from ltfsee_globus.api.common import MAX_DEPTH
+from ltfsee_globus.paths import PathRefused, normalise
 
 V05 = "/api/v0.5"
 V1 = "/api/v1"
@@ -252,3 +255,25 @@ def test_a_chunked_body_over_the_size_limit_is_413_on_the_real_server(live_serve
         )
         assert resp.status_code == status, resp.text
         assert resp.headers["Content-Type"] == "application/problem+json"
+
+
+def test_every_line_breaking_character_and_only_those_is_refused_in_a_path():
+    """What splitlines() would split on (Unicode's Cc, Zl, Zp) is refused
+    wherever it sits; every other character of the Unicode range is a name."""
+    breaking = {"Cc", "Zl", "Zp"}
+    refused, named = [], 0
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        if 0xD800 <= code <= 0xDFFF or ch in "*?[]/":
+            continue  # lone surrogates, globs and the separator: refused for other reasons
+        try:
+            normalise(f"/gpfs/a{ch}b")
+            named += 1
+        except PathRefused as exc:
+            assert "control character or line break" in str(exc)
+            refused.append(ch)
+    assert {unicodedata.category(c) for c in refused} == breaking
+    assert len(refused) == sum(
+        unicodedata.category(chr(c)) in breaking for c in range(sys.maxunicode + 1)
+    )
+    assert named > 1_000_000

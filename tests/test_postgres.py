@@ -3,16 +3,19 @@ connections killed under us, a password in STORE_URL, processes migrating
 one database at once. Each test that stops a server has a cluster of its own."""
 
 import json
+import logging
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 import requests
 
 from ltfsee_globus.config import ConfigError, load_settings
 from ltfsee_globus.store.db import migration_scripts
+from ltfsee_globus.store.postgres_changes import ChangeCache, path_key
 from support import pgcluster
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
@@ -168,3 +171,110 @@ def test_processes_starting_together_migrate_a_fresh_database_once(pg_cluster):
     assert [p.returncode for p in procs] == [0] * 6 and set(outs) == {"queued\n"}
     versions = pg_cluster.sql("SELECT version FROM schema_version ORDER BY 1", "together")
     assert versions == [(n,) for n in range(1, len(migration_scripts("postgresql")) + 1)]
+
+
+on_postgres = pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+PATH = "/gpfs/a/file"
+
+
+def dbname_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+@on_postgres
+def test_a_polls_read_is_kept_until_a_change_notice_names_its_file(
+    make_store, store_url, pg_cluster, wait_for
+):
+    here, there = make_store(), make_store()  # two processes (two nodes) on one database
+    assert here.polls.lookup(PATH, "globus", "t1") is None
+    wait_for(lambda: here.db.changes.live, 10, "listening")
+    assert here.polls.lookup(PATH, "globus", "t1") is None
+    assert here.db.changes.kept() == 1
+    there.polls.request(PATH, "lib1", "globus", "t1")  # another node queues the file
+    rec = wait_for(lambda: here.polls.lookup(PATH, "globus", "t1"), 5, "the change notice")
+    assert (rec.status, rec.known) == ("queued", True)
+    # a change that sends no notice (triggers off) is not seen: the answer is memory's
+    pg_cluster.sql(
+        "SET session_replication_role = replica; UPDATE files SET status = 'failed'",
+        dbname_of(store_url),
+    )
+    assert here.polls.lookup(PATH, "globus", "t1").status == "queued"
+    there.polls.note_requester(PATH, "globus", "t2")  # a change with its notice
+    wait_for(lambda: here.polls.lookup(PATH, "globus", "t1").status == "failed", 5, "notice")
+
+
+@on_postgres
+def test_a_process_sees_its_own_writes_at_once(make_store, wait_for):
+    store = make_store()
+    assert store.polls.lookup(PATH, "globus", "t1") is None
+    wait_for(lambda: store.db.changes.live, 10, "listening")
+    assert store.polls.lookup(PATH, "globus", "t1") is None  # now kept
+    store.polls.request(PATH, "lib1", "globus", "t1")
+    assert store.polls.lookup(PATH, "globus", "t1").status == "queued"  # no notice awaited
+
+
+@on_postgres
+def test_a_read_that_overlapped_a_change_is_not_kept(make_store, wait_for):
+    store = make_store()
+    cache = store.db.changes
+    store.polls.lookup(PATH)
+    wait_for(lambda: cache.live, 10, "listening")
+    store.polls.lookup(PATH)
+    assert cache.kept() == 1
+
+    def read_while_it_changes():
+        cache.drop(path_key("/gpfs/b"))  # the notice comes while the read runs
+        return "old"
+
+    assert cache.get("/gpfs/b", "k", read_while_it_changes) == "old"
+    assert cache.kept() == 1
+    assert cache.get("/gpfs/b", "k", lambda: "new") == "new"
+    assert cache.get("/gpfs/b", "k", lambda: "newer") == "new" and cache.kept() == 2
+
+
+@on_postgres
+def test_a_statement_that_changes_many_files_drops_every_answer(
+    make_store, store_url, pg_cluster, wait_for
+):
+    here, there = make_store(), make_store()
+    for n in range(70):
+        there.polls.request(f"/gpfs/many/{n}", "lib1", "globus", "t1")
+    for n in range(70):
+        here.polls.lookup(f"/gpfs/many/{n}", "globus", "t1")
+    wait_for(lambda: here.db.changes.live, 10, "listening")
+    for n in range(70):
+        here.polls.lookup(f"/gpfs/many/{n}", "globus", "t1")
+    assert here.db.changes.kept() == 70
+    pg_cluster.sql("UPDATE files SET attempts = attempts + 1", dbname_of(store_url))
+    wait_for(lambda: here.db.changes.kept() == 0, 5, "the notice to drop everything")
+
+
+@on_postgres
+def test_no_answer_is_kept_while_the_notices_are_lost(
+    make_store, store_url, pg_cluster, wait_for, caplog
+):
+    store = make_store()
+    store.polls.lookup(PATH)
+    wait_for(lambda: store.db.changes.live, 10, "listening")
+    store.polls.lookup(PATH)
+    assert store.db.changes.kept() == 1
+    caplog.set_level(logging.INFO, "ltfsee_globus.store.postgres_changes")
+    assert pg_cluster.terminate(dbname_of(store_url)) > 0  # the listener's connection too
+    wait_for(lambda: "change notices lost" in caplog.text, 10, "the listener to notice")
+    wait_for(lambda: store.db.changes.live, 10, "listening again")
+    assert store.db.changes.kept() == 0  # what was kept before the gap is gone
+    assert store.polls.lookup(PATH) is None  # and reads work on
+
+
+def test_an_answer_is_kept_no_longer_than_max_age(pg_cluster, clock, wait_for):
+    url = pg_cluster.create_database("maxage")
+    cache = ChangeCache(lambda: psycopg.connect(url, autocommit=True), max_age=5.0, clock=clock)
+    try:
+        cache.get(PATH, "k", lambda: "first")
+        wait_for(lambda: cache.live, 10, "listening")
+        assert cache.get(PATH, "k", lambda: "kept") == "kept"
+        assert cache.get(PATH, "k", lambda: "second") == "kept"
+        clock.advance(5.0)
+        assert cache.get(PATH, "k", lambda: "third") == "third"
+    finally:
+        cache.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from importlib.resources import files
 from typing import Any, Protocol, TypeVar
 
@@ -106,6 +106,13 @@ class Database(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def remembered(self, path: str, key: Hashable, read: Callable[[], T]) -> T:
+        """`read()`, a read of `path`'s rows, or what it gave before while
+        those rows have not changed since. An engine whose reads cost a round
+        trip keeps them (postgres.py); SQLite's in-process read costs less
+        than keeping it."""
+        return read()
 
     @abstractmethod
     def describe(self) -> str:

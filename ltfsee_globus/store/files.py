@@ -119,12 +119,18 @@ class Polls:
         self.owner = process_owner()
 
     def lookup(self, path: str, kind: str = "", ref: str = "") -> FileRecord | None:
-        """A file's record; `known` when (kind, ref) already asked for it."""
-        return self.db.record(
-            FileRecord,
-            "SELECT f.*, EXISTS (SELECT 1 FROM requesters r WHERE r.path = f.path "
-            "AND r.kind = ? AND r.ref = ?) AS known FROM files f WHERE f.path = ?",
-            (kind, ref, path),
+        """A file's record; `known` when (kind, ref) already asked for it.
+        What every poll reads first: kept between changes where reads cost
+        a round trip (Database.remembered)."""
+        return self.db.remembered(
+            path,
+            (kind, ref),
+            lambda: self.db.record(
+                FileRecord,
+                "SELECT f.*, EXISTS (SELECT 1 FROM requesters r WHERE r.path = f.path "
+                "AND r.kind = ? AND r.ref = ?) AS known FROM files f WHERE f.path = ?",
+                (kind, ref, path),
+            ),
         )
 
     def request(

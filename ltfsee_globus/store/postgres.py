@@ -21,6 +21,8 @@ Concurrency is explicit, not SQLite's one writer:
   Retry-After) and the pool reconnects by itself once the server is back;
 - the tallies the status page and /metrics read are kept by triggers in
   per-connection shards, so no row is one that every writer updates;
+- a poll's read is kept in memory until the database says the file's rows
+  changed (postgres_changes.py: LISTEN/NOTIFY): the hot poll makes no round trip;
 - migrations (migrations/postgresql/, `schema_version`) run in one
   transaction under an advisory lock, so processes starting at once apply
   each exactly once.
@@ -31,7 +33,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -42,6 +44,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..conninfo import describe, given, redact
 from .db import Cursor, Database, StoreUnavailable, Tx, migration_scripts, process_owner
+from .postgres_changes import ChangeCache
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -117,6 +120,7 @@ class PostgresDatabase(Database):
         named = given(url)
         defaults = {**CONNECT_DEFAULTS, "application_name": f"ltfsee-globus {process_owner()}"}
         kwargs: dict[str, Any] = {k: v for k, v in defaults.items() if k not in named}
+        self.changes = ChangeCache(lambda: psycopg.connect(url, autocommit=True, **kwargs))
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -173,6 +177,7 @@ class PostgresDatabase(Database):
                     with conn.transaction():
                         result = work(_PgTx(conn))
                         committing = True
+                    self.changes.drop()  # read-your-writes: before our own notice is back
                     return result
             except psycopg.errors.TransactionRollback as exc:
                 race += 1
@@ -202,6 +207,9 @@ class PostgresDatabase(Database):
                     raise self._unavailable(exc) from None
                 self._dropped(exc)
 
+    def remembered(self, path: str, key: Hashable, read: Callable[[], T]) -> T:
+        return self.changes.get(path, key, read)
+
     def _migrate(self) -> None:
         """Bring the schema to the newest version under an advisory lock, so
         that processes starting at the same moment apply each script once."""
@@ -222,4 +230,5 @@ class PostgresDatabase(Database):
         self.write(migrate)
 
     def close(self) -> None:
+        self.changes.close()
         self._pool.close()
