@@ -6,7 +6,7 @@ export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 export PIPENV_YES := 1
 
-.PHONY: setup run test lint format cert bench clean
+.PHONY: setup run cluster test lint format cert bench clean
 
 setup: .venv/.installed
 
@@ -17,6 +17,10 @@ setup: .venv/.installed
 
 run: setup
 	$(PIPENV) run ltfsee-globus demo --dir demo --bind $(BIND)
+
+# three nodes over a throwaway PostgreSQL (apt-get install postgresql): docs/cluster.md
+cluster: setup
+	$(PIPENV) run ltfsee-globus demo --dir demo-cluster --nodes 3 --bind $(BIND)
 
 lint: setup
 	$(PIPENV) run ruff check .
@@ -36,4 +40,4 @@ cert:
 	sh ssl/make-dev-cert.sh
 
 clean:
-	rm -rf .venv demo .pytest_cache .ruff_cache
+	rm -rf .venv demo demo-cluster .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support import devserver, pgcluster
+from ltfsee_globus import pgcluster
+from support import devserver
 
 __all__ = ["devserver", "pgcluster"]

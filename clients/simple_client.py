@@ -4,12 +4,16 @@
 Globus runs this once per file with GLOBUS_STAGE_PATH and GLOBUS_STAGE_TASKID
 set; the storage gateway's `environment` policy adds the settings below.
 
-    LTFSEE_URL  service URL (default http://localhost:5000)
+    LTFSEE_URL  service URL, or several comma-separated (default http://localhost:5000)
     AUTH_KEY    API key (required)
     TIMEOUT     request timeout in seconds (default 10)
     LIBRARY     optional tape library to recall from
     CA_BUNDLE   optional CA file to verify the service's TLS certificate
     DEBUG       true/false (default false): log the exchange on stderr
+
+With several URLs (one per node of the service) each file starts at one of
+them, the same every time (spreading files over the nodes), and goes on to
+the next on a refused connection, a time-out or a 503.
 
 Prints `resident` (on disk: the transfer may start) or `archived` (staging:
 Globus asks again later) and exits 0. Otherwise one line on stderr and:
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zlib
 from collections.abc import Mapping
 
 import requests
@@ -38,6 +43,7 @@ EXIT_OK, EXIT_USAGE, EXIT_MISSING, EXIT_REFUSED, EXIT_AUTH, EXIT_SERVER, EXIT_UN
 )
 EXIT_NOT_OURS = 8
 ENDPOINT = "/api/v0.5/globus_recall/globus_recall"
+DEFAULT_URL = "http://localhost:5000"
 
 
 class StageError(Exception):
@@ -67,8 +73,12 @@ def settings(env: Mapping[str, str]) -> dict:
         raise StageError(EXIT_USAGE, "TIMEOUT must be a number of seconds") from None
     if timeout <= 0:
         raise StageError(EXIT_USAGE, "TIMEOUT must be greater than 0")
+    urls = [u.strip().rstrip("/") for u in (env.get("LTFSEE_URL") or DEFAULT_URL).split(",")]
+    if not all(urls):
+        raise StageError(EXIT_USAGE, "LTFSEE_URL has an empty entry")
+    first = zlib.crc32(path.encode("utf-8", "surrogateescape")) % len(urls)
     return {
-        "url": (env.get("LTFSEE_URL") or "http://localhost:5000").rstrip("/"),
+        "urls": urls[first:] + urls[:first],
         "key": key,
         "timeout": timeout,
         "path": path,
@@ -100,46 +110,63 @@ def _is_our_problem(resp: requests.Response) -> bool:
     return isinstance(body, dict) and body.get("status") == resp.status_code
 
 
-def _not_ours(cfg: dict, resp: requests.Response) -> str:
+def _not_ours(url: str, resp: requests.Response) -> str:
     kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
     return (
-        f"{cfg['url']} answered HTTP {resp.status_code} ({kind}) that is not the "
+        f"{url} answered HTTP {resp.status_code} ({kind}) that is not the "
         "ltfsee-globus API: check LTFSEE_URL"
     )
 
 
 def stage(cfg: dict) -> str:
-    """POST the file to the service; `resident` or `archived`, else StageError."""
+    """POST the file to the service, trying each URL in turn while one is
+    down (refused, timed out, 503); `resident` or `archived`, else StageError."""
     body = {"path": cfg["path"]}
     if cfg["taskid"]:
         body["globus_taskid"] = cfg["taskid"]
     if cfg["library"]:
         body["library"] = cfg["library"]
-    try:
-        resp = requests.post(
-            cfg["url"] + ENDPOINT,
-            json=body,
-            headers={"X-API-KEY": cfg["key"]},
-            timeout=cfg["timeout"],
-            verify=cfg["verify"],
-        )
-    except requests.Timeout:
-        raise StageError(EXIT_UNREACHABLE, f"timed out after {cfg['timeout']:g}s") from None
-    except requests.RequestException as exc:
-        raise StageError(EXIT_UNREACHABLE, f"cannot reach {cfg['url']}: {exc}") from None
-    if cfg["debug"]:
-        print(f"debug: {resp.status_code} {resp.text.strip()}", file=sys.stderr)
+    tried: list[StageError] = []
+    for url in cfg["urls"]:
+        try:
+            resp = requests.post(
+                url + ENDPOINT,
+                json=body,
+                headers={"X-API-KEY": cfg["key"]},
+                timeout=cfg["timeout"],
+                verify=cfg["verify"],
+            )
+        except requests.Timeout:
+            tried.append(StageError(EXIT_UNREACHABLE, f"{url} timed out after {cfg['timeout']:g}s"))
+            continue
+        except requests.RequestException as exc:
+            tried.append(StageError(EXIT_UNREACHABLE, f"cannot reach {url}: {exc}"))
+            continue
+        if cfg["debug"]:
+            print(f"debug: {resp.status_code} {resp.text.strip()} ({url})", file=sys.stderr)
+        if resp.status_code == 503:  # this node cannot work now (its store, its eeadm)
+            tried.append(StageError(EXIT_SERVER, f"server error 503 at {url}: {_reason(resp)}"))
+            continue
+        return answer(cfg, url, resp)
+    last = tried[-1]
+    if len(tried) > 1:
+        raise StageError(last.code, f"{last} (and {len(tried) - 1} other URL(s) failed)")
+    raise last
+
+
+def answer(cfg: dict, url: str, resp: requests.Response) -> str:
+    """The state one service's answer gives, or StageError."""
     codes = {404: EXIT_MISSING, 400: EXIT_REFUSED, 403: EXIT_REFUSED, 401: EXIT_AUTH}
     if resp.status_code in codes:
         if not _is_our_problem(resp):  # e.g. a wrong LTFSEE_URL: "no such file" would lie
-            raise StageError(EXIT_NOT_OURS, _not_ours(cfg, resp))
+            raise StageError(EXIT_NOT_OURS, _not_ours(url, resp))
         raise StageError(codes[resp.status_code], f"{cfg['path']}: {_reason(resp)}")
     if resp.status_code not in (200, 201):
         raise StageError(EXIT_SERVER, f"server error {resp.status_code}: {_reason(resp)}")
     try:
         state = resp.json()["state"]
     except (ValueError, KeyError, TypeError):
-        raise StageError(EXIT_NOT_OURS, _not_ours(cfg, resp)) from None
+        raise StageError(EXIT_NOT_OURS, _not_ours(url, resp)) from None
     if state not in ("resident", "archived"):
         raise StageError(EXIT_SERVER, f"server answered an unknown state {state!r}")
     return state

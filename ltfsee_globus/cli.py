@@ -8,7 +8,7 @@
     ltfsee-globus retry PATH... | --failed  queue failed files again (attempts reset)
     ltfsee-globus cancel PATH... | --task ID   forget queued files (never a running recall)
     ltfsee-globus forget PATH...            drop a failure, so the next poll starts afresh
-    ltfsee-globus doctor                    config, roots, store, stager lock, eeadm, sudo, disk
+    ltfsee-globus doctor                    config, roots, store, stager lease, eeadm, sudo, disk
     ltfsee-globus ready [--wait S] [--url U]   ask the running service's /readyz
     ltfsee-globus install-units [--prefix P] [--state-dir D] [--dest /]   systemd units, sudoers
     ltfsee-globus simulator init DIR [--demo | layout options]
@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import ssl
@@ -49,6 +48,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from . import demo
 from .config import (
     STORE_FILE,
     ConfigError,
@@ -65,7 +65,7 @@ from .install import Layout as InstallLayout
 from .install import write as write_units
 from .parse import FileState
 from .placement import NoCopy, Placement, place
-from .sim.library import FS_ROOT, Layout, Library, SimError, Timing, init_library, store_path
+from .sim.library import Layout, Library, SimError, Timing, init_library
 from .store import FAILED, Store, StoreUnavailable, open_store
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
@@ -180,19 +180,25 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = load_settings()
     with _store(settings, args) as store:
-        report = status_report(store, settings.state_dir)
+        report = status_report(store)
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    now, stager = report["now"], report["stager"]
-    since = human_age(now - stager["since"]) if stager["since"] else "-"
+    stager = report["stager"]
+    held = human_age(stager["held_for"]) if stager["held_for"] is not None else "-"
     print(
-        f"stager: running (pid {stager['pid']}, for {since})"
+        f"stager: running on {stager['node']} (pid {stager['pid']}, lease epoch "
+        f"{stager['epoch']}, for {held})"
         if stager["running"]
-        else f"stager: NOT RUNNING (last started {since} ago)"
+        else f"stager: NOT RUNNING (last take-over {held} ago)"
     )
     print(", ".join(f"{k} {v}" for k, v in report["files"].items()))
     sections = (
+        (
+            "nodes",
+            [{**n, "heartbeat": f"{human_age(n['heartbeat_age'])} ago"} for n in report["nodes"]],
+            ["node", "role", "processes", "heartbeat", "version"],
+        ),
         (
             "queue by library and tape",
             [{**q, "oldest": human_age(q["oldest_age"])} for q in report["queue"]],
@@ -428,70 +434,14 @@ def cmd_sim_mark(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Make (once) a demo library and key, print how to use them, exec gunicorn."""
-    base = Path(args.dir).resolve()
-    sim = base / "library"
-    if not store_path(sim).exists():
-        init_library(sim, Layout(), Timing())
-    key_file = base / "auth_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(24) + "\n")
-        key_file.chmod(0o600)
-    key = key_file.read_text().strip()
-    sim_cmd = shutil.which("eeadm-sim")
-    gunicorn = shutil.which("gunicorn")
-    if not sim_cmd or not gunicorn:
-        print("demo: eeadm-sim and gunicorn must be installed (run: make setup)", file=sys.stderr)
-        return EXIT_FAIL
-    env = {
-        "AUTH_KEY": key,
-        "EEADM_COMMAND": sim_cmd,
-        "EEADM_SIM_DIR": str(sim),
-        "MANAGED_ROOTS": str(sim / FS_ROOT),
-        "STATE_DIR": str(base / "state"),
-        "BATCH_WINDOW": "2",
-        "BIND": args.bind,
-    }
-    os.environ.update(env)
-    migrated = Library.list_paths(sim, "M")
-    host, _, port = args.bind.rpartition(":")
-    # with TLS the demo's own (self-signed) certificate is what clients trust
-    cert = os.environ.get("CERTFILE")
-    ca = str(Path(cert).resolve()) if cert else None
-    scheme = "https" if cert else "http"
-    url = f"{scheme}://{host if host not in ('0.0.0.0', '') else 'localhost'}:{port}"  # noqa: S104
-    body = json.dumps({"path": migrated[0], "globus_taskid": "demo"})
-    cacert = f"--cacert {ca} " if ca else ""
-    print(
-        f"\nltfsee-globus demo\n  URL:      {url}  (status page: log in with the key)\n"
-        f"  AUTH_KEY: {key}\n"
-        f"  library:  {sim} (simulated eeadm, time x{Layout().time_scale:g})\n"
-        f"  try:      curl -s {cacert}-H 'X-API-KEY: {key}' -d '{body}' "
-        f"{url}/api/v0.5/globus_recall/globus_recall\n",
-        flush=True,
-    )
-    client = _source_checkout() / "clients" / "simple_client.py"
-    if client.is_file():
-        print(
-            f"  or the stage app: LTFSEE_URL={url} AUTH_KEY={key} GLOBUS_STAGE_TASKID=demo "
-            f"GLOBUS_STAGE_PATH={migrated[0]} {f'CA_BUNDLE={ca} ' if ca else ''}"
-            f"{sys.executable} {client}\n",
-            flush=True,
-        )
-    print(
-        f"  ready?    ltfsee-globus ready --url {url}{f' --cafile {ca}' if ca else ''}\n",
-        flush=True,
-    )
-    print("  (archived at first; ask again after a few seconds: resident)\n", flush=True)
-    argv = [gunicorn, "-c", "python:ltfsee_globus.gunicorn_conf", "ltfsee_globus:create_app()"]
-    os.execv(gunicorn, argv)  # noqa: S606 - replaces this process, no shell
-    return EXIT_FAIL  # pragma: no cover - execv does not return
-
-
-def _source_checkout() -> Path:
-    """The repository this package runs from, when it is a source checkout
-    (the stage apps in clients/ are not part of the wheel)."""
-    return Path(__file__).resolve().parent.parent
+    """The demo: one node under gunicorn (exec), or --nodes N over PostgreSQL."""
+    try:
+        if args.nodes > 1:
+            return demo.serve_cluster(args.dir, args.bind, args.nodes)
+        demo.serve_one(args.dir, args.bind)
+    except demo.DemoError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+    return EXIT_FAIL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -559,10 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
     units.add_argument("--after", default=defaults.after, help="units to start after")
     units.add_argument("--dest", default="/", help="the root to write under (a staging tree)")
     units.set_defaults(func=cmd_install_units)
-    demo = sub.add_parser("demo", help="serve a demo simulated library under gunicorn")
-    demo.add_argument("--dir", default="demo")
-    demo.add_argument("--bind", default="127.0.0.1:5000")
-    demo.set_defaults(func=cmd_demo)
+    dm = sub.add_parser("demo", help="serve a demo simulated library under gunicorn")
+    dm.add_argument("--dir", default="demo")
+    dm.add_argument("--bind", default="127.0.0.1:5000", help="(the first node's; the next ports)")
+    dm.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="with 2 or more: a throwaway PostgreSQL and that many nodes (a cluster)",
+    )
+    dm.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("simulator", help="the simulated tape library")
     simsub = sim.add_subparsers(dest="cmd", required=True)

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,6 +24,8 @@ LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STAGER_MODES = ("embedded", "off")
 #: prometheus-client's multiprocess directory; set before it is imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The shortest STAGER_LEASE: it is renewed every third of it, over the network.
+MIN_LEASE = 3.0
 #: The SQLite store's file name in STATE_DIR (STORE_URL unset).
 STORE_FILE = "ltfsee-globus.db"
 _BIND = re.compile(r"^(unix:/.+|(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5}))$")
@@ -51,6 +54,8 @@ class Settings:
     MAX_BODY_BYTES: int = 1024 * 1024
     STAGER: str = "embedded"
     STAGER_POLL: float = 0.5
+    STAGER_LEASE: float = 10.0
+    NODE_NAME: str = ""
     PROGRESS_INTERVAL: float = 30.0
     BATCH_WINDOW: float = 10.0
     BATCH_QUIET: float = 2.0
@@ -90,6 +95,11 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         return Path(self.STATE_DIR)
+
+    @property
+    def node(self) -> str:
+        """This node's name: NODE_NAME, else the host's."""
+        return self.NODE_NAME or socket.gethostname()
 
     @property
     def store_pool(self) -> int:
@@ -249,6 +259,10 @@ def validate(s: Settings) -> None:
     ):
         if getattr(s, name) < 0:
             problems.append(f"{name} must not be negative")
+    if s.STAGER_LEASE < MIN_LEASE:
+        problems.append(f"STAGER_LEASE must be at least {MIN_LEASE:g} seconds")
+    if len(s.NODE_NAME) > 64 or any(not (c.isalnum() or c in "._-") for c in s.NODE_NAME):
+        problems.append("NODE_NAME must be at most 64 letters, digits, '.', '_' or '-'")
     if s.TAPE_DRIVES < 0:
         problems.append("TAPE_DRIVES must not be negative (0: not known)")
     if max(s.VERIFIED_TTL, s.FAILED_RETENTION) > s.RETENTION_DAYS * 86400:

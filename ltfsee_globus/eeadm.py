@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .parse import FileState, StateError, parse_file_state_short
+from .parse import FileState, StateError, find_task_id, parse_file_state_short, parse_task_status
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,30 @@ class Result:
     output: str
 
 
+#: Seconds between looks at a starting recall's output for its task ID.
+TASK_WATCH = 0.2
+
+
+def _watch_for_task(
+    proc: subprocess.Popen, log_path: Path, deadline: float, on_task: Callable[[str], None]
+) -> None:
+    """Wait until the process has printed its task ID (then tell on_task),
+    ended, or reached the deadline."""
+    while time.monotonic() < deadline:
+        try:
+            head = log_path.read_bytes()[:65536].decode("utf-8", errors="replace")
+        except OSError:
+            head = ""
+        if (task_id := find_task_id(head)) is not None:
+            on_task(task_id)
+            return
+        try:
+            proc.wait(timeout=min(TASK_WATCH, max(deadline - time.monotonic(), 0.0)))
+            return  # ended before it printed one: the caller reads what it said
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Kill the process group of `proc` (sudo and eeadm below it)."""
     with contextlib.suppress(ProcessLookupError):
@@ -96,18 +120,20 @@ class Eeadm:
         timeout: float | None = None,
         log_path: Path | None = None,
         on_start: Callable[[int], None] | None = None,
+        on_task: Callable[[str], None] | None = None,
         check: bool = True,
     ) -> Result:
         """Run `eeadm ARGS`, wait for it, return its combined output.
 
         With `log_path` the output goes to that file instead of a pipe, so a
         long recall keeps running (and its output is kept) if we die.
-        `on_start(pid)` is called once the process exists.
+        `on_start(pid)` is called once the process exists, `on_task(id)` (with
+        `log_path`) as soon as it has printed its EE task ID.
         """
         started = time.monotonic()
         outcome, error = "failed", "interrupted"
         try:
-            res = self._run(args, timeout, log_path, on_start, check)
+            res = self._run(args, timeout, log_path, on_start, on_task, check)
             outcome = "ok" if res.returncode == 0 else "failed"
             error = None if res.returncode == 0 else f"exited with {res.returncode}"
             return res
@@ -125,6 +151,7 @@ class Eeadm:
         timeout: float | None,
         log_path: Path | None,
         on_start: Callable[[int], None] | None,
+        on_task: Callable[[str], None] | None,
         check: bool,
     ) -> Result:
         argv = [*self.command, *args]
@@ -148,8 +175,11 @@ class Eeadm:
                 sink.close()  # type: ignore[union-attr]
         if on_start:
             on_start(proc.pid)
+        deadline = time.monotonic() + timeout
         try:
-            stdout, _ = proc.communicate(timeout=timeout)
+            if on_task is not None and log_path is not None:
+                _watch_for_task(proc, log_path, deadline, on_task)
+            stdout, _ = proc.communicate(timeout=max(deadline - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             stdout, _ = proc.communicate()
@@ -230,6 +260,7 @@ class Eeadm:
         timeout: float,
         log_path: Path,
         on_start: Callable[[int], None] | None = None,
+        on_task: Callable[[str], None] | None = None,
     ) -> Result:
         """Run one `eeadm recall LISTFILE [-l LIB] [--resident]` to the end."""
         args = ["recall", str(list_file)]
@@ -237,4 +268,18 @@ class Eeadm:
             args += ["-l", library]
         if resident:
             args.append("--resident")
-        return self.run(args, timeout=timeout, log_path=log_path, on_start=on_start, check=False)
+        return self.run(
+            args,
+            timeout=timeout,
+            log_path=log_path,
+            on_start=on_start,
+            on_task=on_task,
+            check=False,
+        )
+
+    def task_status(self, task_id: str) -> str | None:
+        """`eeadm task show ID`'s status (`running`, `completed`, ...); None
+        when EE knows no such task or says no status. EeadmError when eeadm
+        cannot be asked."""
+        res = self.run(["task", "show", task_id], check=False)
+        return parse_task_status(res.output) if res.returncode == 0 else None

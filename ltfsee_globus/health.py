@@ -13,8 +13,7 @@ from pathlib import Path
 
 from .config import Settings, missing_roots
 from .eeadm import Eeadm, EeadmError
-from .stager import StagerLock
-from .store import FAILED, Store, StoreUnavailable
+from .store import FAILED, LEADER, STANDBY, Lease, Store, StoreUnavailable
 
 #: Failures, retrying files and batches the status report lists, at most.
 REPORT_ROWS = 20
@@ -23,9 +22,24 @@ REPORT_ROWS = 20
 EEADM_CHECK_TIMEOUT = 10.0
 
 
-def stager_running(state_dir: Path) -> bool:
-    """True when some process holds the stager lock of `state_dir`."""
-    return StagerLock(state_dir).is_held()
+def stager_running(store: Store) -> bool:
+    """True when some stager, on any node, holds the stager lease."""
+    try:
+        return store.leases.current().running
+    except StoreUnavailable:
+        return False
+
+
+def stager_ready(store: Store, settings: Settings) -> bool:
+    """A stager leads, or one stands by to lead (between a leader's death and
+    a take-over, up to STAGER_LEASE, the lease is free: nodes whose standbys
+    are there stay ready for a load balancer)."""
+    try:
+        if store.leases.current().running:
+            return True
+        return any(m.age < 2 * settings.STAGER_LEASE for m in store.leases.members())
+    except StoreUnavailable:
+        return False
 
 
 def human_age(seconds: float | None) -> str:
@@ -38,23 +52,52 @@ def human_age(seconds: float | None) -> str:
     return f"{max(seconds, 0.0):.0f}s"
 
 
-def stager_status(state_dir: Path) -> dict:
-    """Whether a stager holds the lock, its pid, and since when (the lock
-    file is rewritten when a stager takes it): the last start when none runs."""
-    lock = StagerLock(state_dir).path
+def stager_status(store: Store) -> dict:
+    """Who leads the stagers (the lease): node, process, epoch, since when and
+    for how long more; when none does, the last take-over's time."""
     try:
-        st = lock.stat()
-        pid_text = lock.read_text().strip()
-    except OSError:
-        return {"running": False, "pid": None, "since": None}
+        lease = store.leases.current()
+    except StoreUnavailable:
+        lease = Lease(None, None, 0, 0.0, None, None)
+    pid = (lease.holder or "").rpartition(":")[2]
     return {
-        "running": stager_running(state_dir),
-        "pid": int(pid_text) if pid_text.isdigit() else None,
-        "since": st.st_mtime,
+        "running": lease.running,
+        "node": lease.node if lease.running else None,
+        "pid": int(pid) if lease.running and pid.isdigit() else None,
+        "epoch": lease.epoch,
+        "since": lease.taken_at,
+        "held_for": lease.held_for,
+        "expires_in": max(lease.remaining, 0.0),
     }
 
 
-def status_report(store: Store, state_dir: Path) -> dict:
+def nodes(store: Store) -> list[dict]:
+    """Every node with a stager thread: its role (leader or standby), how many
+    such processes it runs, its last heartbeat and version."""
+    try:
+        lease, members = store.leases.current(), store.leases.members()
+    except StoreUnavailable:
+        return []
+    out: dict[str, dict] = {}
+    for m in members:
+        n = out.setdefault(
+            m.node,
+            {
+                "node": m.node,
+                "role": STANDBY,
+                "processes": 0,
+                "heartbeat_age": m.age,
+                "version": m.version,
+            },
+        )
+        n["processes"] += 1
+        n["heartbeat_age"] = min(n["heartbeat_age"], m.age)
+        if lease.running and m.owner == lease.holder:
+            n["role"] = LEADER
+    return list(out.values())
+
+
+def status_report(store: Store) -> dict:
     """What the status page and `ltfsee-globus status` show."""
     now = store.clock()
     counts = store.ops.counts()
@@ -74,8 +117,9 @@ def status_report(store: Store, state_dir: Path) -> dict:
     return {
         "now": now,
         "store": store.describe(),
-        "stager": stager_status(state_dir),
-        "stager_running": stager_running(state_dir),
+        "stager": stager_status(store),
+        "stager_running": stager_running(store),
+        "nodes": nodes(store),
         "files": counts.files,
         "totals": counts.totals,
         "queue": [asdict(q) for q in store.ops.queue_by_tape()],
@@ -100,6 +144,7 @@ def sudo_rights(settings: Settings) -> str:
     wanted = (
         ["file", "state", "-s", "--", str(settings.state_dir)],
         ["recall", str(settings.state_dir / "batches" / "1.list")],
+        ["task", "show", "1000:2000"],
         ["node", "list"],
     )
     refused = []
@@ -125,7 +170,6 @@ def readiness(
 ) -> dict[str, str]:
     """Each check and what it found: "ok" or why not. `eeadm_hangs`: a caller
     that already knows eeadm times out (the lookup breaker) skips the call."""
-    state_dir = settings.state_dir
     missing = missing_roots(settings)
     checks = {"roots": f"not a directory: {', '.join(missing)}" if missing else "ok"}
     try:
@@ -133,9 +177,7 @@ def readiness(
         checks["store"] = "ok"
     except StoreUnavailable as exc:
         checks["store"] = str(exc)
-    checks["stager"] = (
-        "ok" if stager_running(state_dir) else "no stager holds STATE_DIR/stager.lock"
-    )
+    checks["stager"] = "ok" if stager_ready(store, settings) else "no stager holds the stager lease"
     if eeadm_hangs:
         checks["eeadm"] = "eeadm file state timed out; lookups are refused for now"
     else:

@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .config import MULTIPROC_ENV
+from .health import nodes
 from .store import Store
 
 #: eeadm calls last from milliseconds (`file state`) to hours (`recall`).
@@ -185,4 +186,18 @@ def store_metrics(store: Store, stager_up: bool, libraries: list[str]) -> Iterat
         counter.add_metric(["asked"], pf[f"asked_{unit}"])
         counter.add_metric(["dropped"], pf[f"dropped_{unit}"])
         yield counter
-    yield GaugeMetricFamily("ltfsee_stager_up", "1 when a stager holds the lock", value=stager_up)
+    yield GaugeMetricFamily(
+        "ltfsee_stager_up", "1 when a stager, on any node, holds the lease", value=stager_up
+    )
+    lease = store.leases.current()
+    yield GaugeMetricFamily(
+        "ltfsee_stager_lease_epoch", "Take-overs of the stager lease so far", value=lease.epoch
+    )
+    heartbeat = GaugeMetricFamily(
+        "ltfsee_node_heartbeat_age_seconds",
+        "Seconds since a stager thread of each node last said it was there",
+        labels=["node", "role", "version"],
+    )
+    for n in nodes(store):
+        heartbeat.add_metric([n["node"], n["role"], n["version"]], n["heartbeat_age"])
+    yield heartbeat

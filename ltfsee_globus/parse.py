@@ -123,6 +123,25 @@ class RecallOutput:
         return "no result reported by eeadm"
 
 
+def find_task_id(text: str) -> str | None:
+    """The task ID a recall printed (`task ID is N`), as printed; None before it has."""
+    m = _TASK_ID.search(text)
+    return m.group(1) if m else None
+
+
+#: `eeadm task show`'s status line (the simulator's form; EE's JSON says the same words)
+_TASK_STATUS = re.compile(r"^\s*Status\s*:\s*(\w+)", re.M | re.I)
+#: statuses of a task EE is still working on (docs/eeadm.md)
+TASK_ACTIVE = frozenset({"waiting", "running"})
+
+
+def parse_task_status(text: str) -> str | None:
+    """The status `eeadm task show N` gives (`waiting`, `running`, `completed`),
+    lower case; None when the output says none."""
+    m = _TASK_STATUS.search(text)
+    return m.group(1).lower() if m else None
+
+
 def parse_recall_output(text: str) -> RecallOutput:
     """Parse the messages of `eeadm recall`: provided count, success, task id, errors."""
     out = RecallOutput()

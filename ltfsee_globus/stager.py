@@ -15,15 +15,17 @@ for it are queued, and a free drive takes the tape with the most queued
 files. That is the choice EE makes oldest-first; made on counts, it lets
 thin tapes gather files while fat ones are read (bench/online_model.py).
 
-One stager runs per STATE_DIR (an flock on `stager.lock`). A recall's output
-goes to a file, not a pipe, so `eeadm` keeps running if we die; on start-up
-the stager adopts a batch whose process is still alive and verifies one whose
-process is gone.
+One stager leads across every process and node that share the store: the
+one holding the stager lease (store/leases.py, leader.py), whose writes are
+fenced by its epoch; the others stand by. A recall's output goes to a file,
+not a pipe, so `eeadm` keeps running if we die, and EE's task goes on without
+its client anyway: a stager that takes over adopts a batch whose `eeadm` runs
+on its node, follows one whose EE task is known until EE has let it go, and
+then (or at once, when no task is known) verifies its files.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import stat
@@ -32,15 +34,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .config import Settings
 from .eeadm import Eeadm, EeadmError
-from .parse import FileState, parse_recall_output
+from .leader import Leadership
+from .parse import TASK_ACTIVE, FileState, parse_recall_output
 from .placement import NoCopy, Placement, place
 from .prefetch import Prefetcher
-from .store import DONE, FAILED, QUEUED, Store, StoreUnavailable, Update
+from .store import DONE, FAILED, QUEUED, LeaseLost, Store, StoreUnavailable, Update
+from .store.db import process_owner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: How often an adopted recall (started by an earlier stager) is checked.
 ADOPT_POLL = 1.0
@@ -49,45 +55,6 @@ ADOPT_POLL = 1.0
 PRUNE_EVERY = 60.0
 PRUNE_CHUNK = 1000
 PRUNE_PASS = 20
-
-
-class StagerLock:
-    """An exclusive flock on STATE_DIR/stager.lock, held while the stager runs."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "stager.lock"
-        self._fd: int | None = None
-
-    def try_acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def is_held(self) -> bool:
-        """True when some process holds the lock (asked without taking it)."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
 
 
 #: /proc/PID/stat flag of a kernel thread (its command line is empty too).
@@ -127,8 +94,14 @@ class Stager:
         store: Store,
         eeadm: Eeadm,
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
     ) -> None:
         self.settings = settings
+        #: who this stager is in the lease and the node table: host:pid
+        self.owner = owner or process_owner()
+        #: the unfenced store, for the facts of a recall that runs (its pid, its
+        #: EE task): recorded even after the lease is lost, for the next leader
+        self._facts = store
         self.store = store
         self.eeadm = eeadm
         self.clock = clock
@@ -137,43 +110,55 @@ class Stager:
         self.prefetcher = Prefetcher(settings, store, eeadm)
         self._threads: dict[int, threading.Thread] = {}
         self._wake = threading.Event()
+        #: the lease this stager leads by (run()); None when driven directly (tests)
+        self.leadership: Leadership | None = None
         self._progress_at = 0.0
         self._pruned_at = 0.0
         #: (library, tape) of one-tape recalls just finished: the drive still holds it
         self._freed: deque[tuple[str, str]] = deque()
 
     # -- the loop ---------------------------------------------------------------
-    def run(self, stop: threading.Event, lock_retry: float = 5.0) -> None:
-        """Take the lock (waiting for it), recover, then work until `stop` is set."""
-        lock = StagerLock(self.settings.state_dir)
-        announced = False
-        while not lock.try_acquire():
-            if not announced:
-                log.info("another stager holds %s; standing by", lock.path)
-                announced = True
-            if stop.wait(lock_retry):
-                return
-        log.info("stager started (pid %d)", os.getpid())
-        try:  # the first step recovers what an earlier stager left running
-            stalled = False
-            while not stop.is_set():
+    def run(self, stop: threading.Event) -> None:
+        """Stand by for the stager lease, lead while it holds, stand by again
+        if it is lost, until `stop` is set (then hand it over)."""
+        leadership = Leadership(self.store, self.settings, self.owner)
+        base = self.store
+        try:
+            while (epoch := leadership.wait(stop)) is not None:
+                self.leadership = leadership
+                self.store = base.fenced(leadership.owner, epoch)
+                self.prefetcher.store = self.store
                 try:
-                    delay = self.step()
-                    if stalled:
-                        log.warning("the store can be written again; stager resumed")
-                    stalled = False
-                except StoreUnavailable as exc:
-                    if not stalled:
-                        log.warning("stager waits: %s", exc)
-                    stalled, delay = True, 5.0
-                except Exception:
-                    log.exception("stager step failed; retrying")
-                    delay = 5.0
-                self._wake.wait(min(delay, self.settings.STAGER_POLL))
-                self._wake.clear()
+                    self._lead(stop, leadership)
+                finally:
+                    leadership.step_down(hand_over=stop.is_set())
         finally:
-            lock.release()
-            log.info("stager stopped")
+            leadership.leave()
+
+    def _lead(self, stop: threading.Event, leadership: Leadership) -> None:
+        """Work while the lease is ours; the first step recovers what an
+        earlier stager left running."""
+        log.info("stager started (pid %d)", os.getpid())
+        stalled = False
+        while not stop.is_set() and leadership.remaining() > 0:
+            try:
+                delay = self.step()
+                if stalled:
+                    log.warning("the store can be written again; stager resumed")
+                stalled = False
+            except LeaseLost as exc:
+                log.warning("stager steps down: %s", exc)
+                break
+            except StoreUnavailable as exc:
+                if not stalled:
+                    log.warning("stager waits: %s", exc)
+                stalled, delay = True, 5.0
+            except Exception:
+                log.exception("stager step failed; retrying")
+                delay = 5.0
+            self._wake.wait(min(delay, self.settings.STAGER_POLL))
+            self._wake.clear()
+        log.info("stager stopped")
 
     def step(self) -> float:
         """One pass: reap, prefetch, flush due batches. Returns seconds to the next due."""
@@ -201,8 +186,10 @@ class Stager:
             if s.TAPE_DRIVES:
                 self._dispatch_by_tape(row.library, due, freed.get(row.library, []))
             else:
-                while due and self._free_slots() > 0:
-                    claimed = self.store.queue.claim(row.library, s.BATCH_MAX_FILES)
+                while due and self._free_slots() > 0 and self._may_start():
+                    claimed = self.store.queue.claim(
+                        row.library, s.BATCH_MAX_FILES, started_by=self._started_by()
+                    )
                     if claimed is None:
                         break
                     self.start_batch(*claimed, library=row.library)
@@ -224,6 +211,19 @@ class Stager:
         quiet = max(oldest + s.BATCH_WINDOW, newest + s.BATCH_QUIET)
         return min(quiet, oldest + max(s.BATCH_MAX_WAIT, s.BATCH_WINDOW))
 
+    def _may_start(self) -> bool:
+        """Whether a recall may start now: the lease is ours for at least half
+        of STAGER_LEASE more (always, for a stager driven without a lease)."""
+        if self.leadership is None:
+            return True
+        return self.leadership.remaining() >= self.settings.STAGER_LEASE / 2
+
+    def _started_by(self) -> tuple[str, int] | None:
+        """(node, epoch) a new batch records: who to ask about it after a take-over."""
+        if self.leadership is None or self.leadership.epoch is None:
+            return None
+        return self.settings.node, self.leadership.epoch
+
     def _free_slots(self) -> int:
         return self.settings.RECALL_CONCURRENCY - len(self.store.queue.running_batches())
 
@@ -241,7 +241,11 @@ class Stager:
             rest = [t for t in queued if t not in busy and t not in order]
             order += sorted(rest, key=lambda t: (-queued[t][0], queued[t][1], t))
         for tape in order[: max(free, 0)]:
-            claimed = self.store.queue.claim(library, self.settings.BATCH_MAX_FILES, tape=tape)
+            if not self._may_start():
+                break
+            claimed = self.store.queue.claim(
+                library, self.settings.BATCH_MAX_FILES, tape=tape, started_by=self._started_by()
+            )
             if claimed is not None:
                 self.start_batch(*claimed, library=library, tape=tape)
 
@@ -281,12 +285,14 @@ class Stager:
         except OSError as exc:  # STATE_DIR full: recover() puts the files back later
             log.warning("batch %d: cannot write its file list: %s", batch_id, exc.strerror)
             return
+        by = self._started_by()
         log.info(
-            "batch %d: recalling %d file(s)%s%s",
+            "batch %d: recalling %d file(s)%s%s%s",
             batch_id,
             len(paths),
             f" from tape {tape}" if tape else "",
             f" in library {library}" if library else "",
+            f" (node {by[0]}, lease epoch {by[1]})" if by else "",
         )
         thread = threading.Thread(
             target=self._run_batch,
@@ -299,6 +305,9 @@ class Stager:
 
     def _run_batch(self, batch_id: int, library: str) -> None:
         list_file, log_file = self._files(batch_id)
+        if not self._may_start():  # frozen or slow since the claim: the next leader verifies it
+            log.warning("batch %d: not started, the stager lease is running out", batch_id)
+            return
         try:
             result = self.eeadm.recall(
                 list_file,
@@ -306,7 +315,8 @@ class Stager:
                 resident=self.settings.RECALL_RESIDENT,
                 timeout=self.settings.RECALL_TIMEOUT,
                 log_path=log_file,
-                on_start=lambda pid: self.store.queue.set_batch_pid(batch_id, pid),
+                on_start=lambda pid: self._note(batch_id, self._facts.queue.set_batch_pid, pid),
+                on_task=lambda task: self._note(batch_id, self._facts.queue.set_batch_task, task),
             )
             output, failure = result.output, None
             if result.returncode != 0:
@@ -315,12 +325,23 @@ class Stager:
             output, failure = exc.output, str(exc)
         self._finish_or_defer(batch_id, output, failure)
 
+    @staticmethod
+    def _note(batch_id: int, record: Callable[[int, T], None], value: T) -> None:
+        """Record what a running recall told (its pid, its EE task). These are
+        facts, not decisions: a stager that lost its lease records them too
+        (unfenced), so that the one leading now can follow the recall. When
+        the store cannot take them the recall runs on, verified at its end."""
+        try:
+            record(batch_id, value)
+        except (StoreUnavailable, LeaseLost) as exc:
+            log.warning("batch %d: %r not recorded: %s", batch_id, value, exc)
+
     def _finish_or_defer(self, batch_id: int, output: str, failure: str | None) -> None:
         """finish(); when the store cannot take the result, the batch stays
         running with no thread, and recover() verifies it again later."""
         try:
             self.finish(batch_id, output, failure)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, LeaseLost) as exc:
             log.warning("batch %d: result not recorded, verified again later: %s", batch_id, exc)
         else:
             batch = self.store.queue.batch(batch_id)
@@ -331,9 +352,7 @@ class Stager:
     def _adopt(self, batch_id: int, pid: int, marker: str) -> None:
         while _process_alive(pid, marker):
             time.sleep(ADOPT_POLL)
-        _, log_file = self._files(batch_id)
-        output = log_file.read_text(errors="replace") if log_file.exists() else ""
-        self._finish_or_defer(batch_id, output, None)
+        self._finish_or_defer(batch_id, self._batch_log(batch_id), None)
 
     def intake(self) -> None:
         """First look at new WLCG stage-request files: on disk, to recall, or failed.
@@ -517,25 +536,83 @@ class Stager:
 
     # -- restart ------------------------------------------------------------------------
     def recover(self) -> None:
-        """Adopt running batches whose eeadm is alive; verify those whose eeadm
-        is gone. At start-up that is every running batch; later, those whose
-        result could not be recorded or whose start failed halfway."""
+        """Take over running batches no thread of ours watches: at start-up
+        (or after a take-over) every running batch; later, those whose result
+        could not be recorded or whose start failed halfway.
+
+        - its `eeadm` runs here (this node, its pid alive): wait for it;
+        - else EE may still be working on it (a recall outlives its client,
+          and another node's is not ours to see): while EE says its task is
+          waiting or running, wait; then verify its files;
+        - no task known: on this node the client died before EE named one,
+          so verify now; from another node, wait up to STAGER_LEASE for the
+          task ID first (a leader frozen or slow just after it started the
+          recall records it when it wakes), then follow it or verify.
+        Verifying puts a file that is on disk to done and the others back in
+        the queue, so a file is recalled again only after EE let it go."""
         for b in self.store.queue.running_batches():
             if b.id in self._threads:
                 continue
             list_file, _ = self._files(b.id)
-            if b.pid and _process_alive(b.pid, str(list_file)):
+            here = b.node in (None, self.settings.node)
+            if here and b.pid and _process_alive(b.pid, str(list_file)):
                 log.info("batch %d: eeadm (pid %d) still running; adopting", b.id, b.pid)
-                thread = threading.Thread(
-                    target=self._adopt,
-                    args=(b.id, b.pid, str(list_file)),
-                    name=f"adopt-{b.id}",
-                    daemon=True,
+                self._watch(b.id, self._adopt, b.id, b.pid, str(list_file))
+            elif b.eeadm_task_id:
+                log.info(
+                    "batch %d (node %s, epoch %s): its client is gone; following EE task %s",
+                    b.id,
+                    b.node or "-",
+                    b.epoch if b.epoch is not None else "-",
+                    b.eeadm_task_id,
                 )
-                self._threads[b.id] = thread
-                thread.start()
+                self._watch(b.id, self._follow_task, b.id, b.eeadm_task_id)
+            elif not here:
+                log.info("batch %d (node %s): no EE task known yet; waiting for it", b.id, b.node)
+                self._watch(b.id, self._await_task, b.id)
             else:
                 log.info("batch %d: eeadm is gone; verifying its files", b.id)
-                _, log_file = self._files(b.id)
-                output = log_file.read_text(errors="replace") if log_file.exists() else ""
-                self.finish(b.id, output, None)
+                self.finish(b.id, self._batch_log(b.id), None)
+
+    def _watch(self, batch_id: int, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"adopt-{batch_id}", daemon=True)
+        self._threads[batch_id] = thread
+        thread.start()
+
+    def _batch_log(self, batch_id: int) -> str:
+        """What the batch's recall printed, if it ran on this node."""
+        _, log_file = self._files(batch_id)
+        return log_file.read_text(errors="replace") if log_file.exists() else ""
+
+    def _await_task(self, batch_id: int) -> None:
+        """Another node's batch with no EE task recorded: follow its task once
+        its ID is, or verify after STAGER_LEASE."""
+        deadline = time.monotonic() + self.settings.STAGER_LEASE
+        while time.monotonic() < deadline:
+            batch = self.store.queue.batch(batch_id)
+            if batch is None or batch.status != "running":
+                return
+            if batch.eeadm_task_id:
+                log.info("batch %d: following EE task %s", batch_id, batch.eeadm_task_id)
+                self._follow_task(batch_id, batch.eeadm_task_id)
+                return
+            time.sleep(ADOPT_POLL)
+        log.info("batch %d: no EE task named; verifying its files", batch_id)
+        self._finish_or_defer(batch_id, self._batch_log(batch_id), None)
+
+    def _follow_task(self, batch_id: int, task_id: str) -> None:
+        """Wait while EE works on the task (or cannot be asked), then verify
+        the batch's files; stop following once the lease is lost (the next
+        leader follows it)."""
+        while self.leadership is None or self.leadership.remaining() > 0:
+            try:
+                status = self.eeadm.task_status(task_id)
+            except EeadmError as exc:
+                log.info("batch %d: cannot ask EE about task %s (%s)", batch_id, task_id, exc)
+                status = "waiting"
+            if status not in TASK_ACTIVE:  # completed, or a task EE no longer knows
+                break
+            time.sleep(ADOPT_POLL)
+        else:
+            return
+        self._finish_or_defer(batch_id, self._batch_log(batch_id), None)

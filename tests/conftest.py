@@ -26,12 +26,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from ltfsee_globus import create_app
+from ltfsee_globus import create_app, pgcluster
 from ltfsee_globus.api.context import services
 from ltfsee_globus.config import Settings
+from ltfsee_globus.parse import parse_recall_output
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library, store_path
 from ltfsee_globus.store import open_store
-from support import devserver, pgcluster
+from support import devserver
 
 KEY = "test-key-0123456789"
 HEADERS = {"X-API-KEY": KEY}
@@ -137,6 +138,29 @@ class SimLib:
             return []
         lines = self.calls.read_text().splitlines()
         return [line for line in lines if sub is None or line.startswith(sub)]
+
+    def recall_then_kill(self, paths: list[str]) -> str:
+        """Start `eeadm recall` of `paths`, kill -9 it once it has named its
+        task (as a node's crash would), and return the task ID: the task goes
+        on in the library without its client, as an EE task does."""
+        proc = subprocess.Popen(
+            [*self.command, "recall"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        proc.stdin.write("\n".join(paths) + "\n")
+        proc.stdin.close()
+        task = None
+        while task is None:
+            line = proc.stdout.readline()
+            assert line, "the recall ended before it named its task"
+            task = parse_recall_output(line).task_id
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        return task
 
     def reads_per_file(self) -> dict[str, int]:
         """How often each file was read from tape by a successful recall."""

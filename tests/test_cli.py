@@ -108,7 +108,7 @@ def test_doctor_names_each_check(site):
         "config": "ok",
         "roots": "ok",
         "store": "ok",
-        "stager": "no stager holds STATE_DIR/stager.lock",
+        "stager": "no stager holds the stager lease",
         "eeadm": "ok",
         "sudo": "ok (eeadm does not run through sudo)",
         "disk": "ok",

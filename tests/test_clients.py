@@ -221,5 +221,64 @@ def test_the_documented_policy_is_what_the_posix_staging_connector_takes():
     assert all(set(e) == {"name", "value"} and isinstance(e["value"], str) for e in env)
     given = {e["name"]: e["value"] for e in env}
     parsed = simple_client.settings({**given, "GLOBUS_STAGE_PATH": "/gpfs/gpfs0/f"})
-    assert parsed["url"] == given["LTFSEE_URL"] and parsed["key"] == given["AUTH_KEY"]
+    assert parsed["urls"] == [given["LTFSEE_URL"]] and parsed["key"] == given["AUTH_KEY"]
     assert parsed["verify"] == given["CA_BUNDLE"] and parsed["timeout"] == 10.0
+
+
+def refused_url() -> str:
+    """A URL where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def silent_url():
+    """A URL that accepts connections and never answers."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    srv.close()
+
+
+BUSY = b'{"status": 503, "title": "Service Unavailable", "detail": "the database is away"}'
+
+
+@pytest.mark.parametrize("down", ["refused", "503", "silent"])
+def test_a_node_that_is_down_is_passed_over_for_the_next(
+    run_client, live_server, foreign_server, silent_url, sim, down
+):
+    """Whichever URL a file starts at, a node that refuses, answers 503 or
+    does not answer costs a try, not the stage app's run."""
+    bad = {
+        "refused": refused_url(),
+        "503": foreign_server(503, "application/problem+json", BUSY),
+        "silent": silent_url,
+    }[down]
+    files = sim.files("R")[:6]  # crc32 starts some at the bad URL, some at the good
+    starts = {
+        simple_client.settings(
+            {"GLOBUS_STAGE_PATH": p, "AUTH_KEY": "k", "LTFSEE_URL": f"{bad},{live_server.url}"}
+        )["urls"][0]
+        for p in files
+    }
+    assert starts == {bad, live_server.url}
+    for path in files:
+        res = run_client(f"{bad},{live_server.url}", path, TIMEOUT="1")
+        assert (res.returncode, res.stdout, res.stderr) == (0, "resident\n", "")
+
+
+def test_when_every_node_is_down_the_last_failure_is_reported(run_client, foreign_server, sim):
+    busy = foreign_server(503, "application/problem+json", BUSY)
+    res = run_client(f"{refused_url()},{busy}", sim.files("M")[0])
+    assert res.returncode in (6, 7) and len(res.stderr.splitlines()) == 1
+    assert "(and 1 other URL(s) failed)" in res.stderr
+
+
+def test_an_empty_url_in_the_list_is_a_bad_setting():
+    with pytest.raises(simple_client.StageError, match="empty entry") as err:
+        simple_client.settings(
+            {"GLOBUS_STAGE_PATH": "/gpfs/x", "AUTH_KEY": "k", "LTFSEE_URL": "http://a,,http://b"}
+        )
+    assert err.value.code == simple_client.EXIT_USAGE

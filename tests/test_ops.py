@@ -25,7 +25,7 @@ def test_readyz_follows_the_stager_and_eeadm_within_one_check(make_app, sim, tmp
     assert first.get_json()["checks"] == {
         "roots": "ok",
         "store": "ok",
-        "stager": "no stager holds STATE_DIR/stager.lock",
+        "stager": "no stager holds the stager lease",
         "eeadm": "ok",
     }
     services(app).start_stager()
@@ -67,3 +67,29 @@ def test_access_lines_only_when_access_log_is_on(start_server, sim, headers, acc
     server.kill(signal.SIGTERM)
     lines = [x for x in server.gunicorn.log.read_text().splitlines() if '"POST /api/v0.5' in x]
     assert len(lines) == (1 if access_log == "true" else 0)
+
+
+def test_every_surface_shows_the_nodes_and_who_leads(make_app, headers, run_cli, wait_for):
+    """/api/status, /metrics, the status page and `ltfsee-globus status` name
+    the node that leads (NODE_NAME), its role, heartbeat and version."""
+    app = make_app(NODE_NAME="ee-node-7")
+    client = app.test_client()
+    services(app).start_stager()
+    status = wait_for(
+        lambda: (
+            (s := client.get("/api/status", headers=headers).get_json())["stager_running"] and s
+        ),
+        what="a leader",
+    )
+    assert status["stager"]["node"] == "ee-node-7" and status["stager"]["epoch"] == 1
+    (node,) = status["nodes"]
+    assert (node["node"], node["role"], node["processes"]) == ("ee-node-7", "leader", 1)
+    assert 0 <= node["heartbeat_age"] < 10 and node["version"]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "ltfsee_stager_lease_epoch 1.0" in metrics
+    assert 'ltfsee_node_heartbeat_age_seconds{node="ee-node-7",role="leader"' in metrics
+    page = client.get("/", headers=headers).get_data(as_text=True)
+    assert "ee-node-7" in page and 'id="nodes"' in page
+    out = run_cli("status").stdout
+    assert "stager: running on ee-node-7" in out and "lease epoch 1" in out
+    assert "ee-node-7" in out.split("nodes:", 1)[1].splitlines()[2]

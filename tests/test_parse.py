@@ -2,7 +2,15 @@
 
 import pytest
 
-from ltfsee_globus.parse import FileState, StateError, parse_file_state_short, parse_recall_output
+from ltfsee_globus.parse import (
+    TASK_ACTIVE,
+    FileState,
+    StateError,
+    find_task_id,
+    parse_file_state_short,
+    parse_recall_output,
+    parse_task_status,
+)
 
 SAMPLE = """\
 P  2  JD0099JD@POOL_JD@ts4500  MB0355JE@POOL_JE@ts4500  -   -- /gpfs/gpfs0/sample_file
@@ -113,3 +121,36 @@ def test_recall_garbage_is_no_success():
     out = parse_recall_output("\x00\xffnonsense\n")
     assert not out.all_succeeded
     assert out.summary() == "no result reported by eeadm"
+
+
+@pytest.mark.parametrize(
+    ("text", "task"),
+    [
+        (
+            "2021-12-31 10:33:51 GLESL700I: Task selective_recall was created successfully, "
+            "task ID is 18860.\n",
+            "18860",
+        ),
+        (
+            "GLESL700I: Task selective_recall was created successfully, task ID is 1000:2000.",
+            "1000:2000",
+        ),
+        ("GLESL268I: 10 file name(s) have been provided to recall.\n", None),
+    ],
+)
+def test_a_starting_recall_names_its_task(text, task):
+    assert find_task_id(text) == task
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        ("=== Task Information ===\nTask ID: 1:1001\nStatus: running\n", "running"),
+        ("Task ID: 7\nStatus: Completed\nSuccess  -  -  -- /gpfs/a\n", "completed"),
+        ("  status : waiting", "waiting"),
+        ("GLESL018E: Task 9 does not exist.\n", None),
+    ],
+)
+def test_task_show_says_whether_ee_still_works_on_a_task(text, status):
+    assert parse_task_status(text) == status
+    assert (status in TASK_ACTIVE) == (status in ("running", "waiting"))

@@ -13,10 +13,10 @@ import psycopg
 import pytest
 import requests
 
+from ltfsee_globus import pgcluster
 from ltfsee_globus.config import ConfigError, load_settings
 from ltfsee_globus.store.db import migration_scripts
 from ltfsee_globus.store.postgres_changes import ChangeCache, path_key
-from support import pgcluster
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 STAGE = "/api/v1/stage"

@@ -212,3 +212,19 @@ def test_copies_must_fit_the_tapes(tmp_path):
 
     with pytest.raises(SimError, match="copies must be 1 to 2"):
         init_library(tmp_path / "x", Layout(tapes=2, copies=3))
+
+
+def test_a_recall_goes_on_in_the_library_when_its_client_is_killed(make_sim, wait_for):
+    """As an EE task outlives the `eeadm recall` that created it, so does the
+    simulator's: what a stager taking over from a dead node relies on."""
+    sim = make_sim("slow", time_scale=20.0)  # a mount takes seconds, not milliseconds
+    paths = sim.files("M")[:3]
+    task = sim.recall_then_kill(paths)
+    assert "Status: running" in eeadm(sim, "task", "show", task).stdout
+    assert set(states(sim, paths).values()) == {"M"}
+    wait_for(
+        lambda: "Status: completed" in eeadm(sim, "task", "show", task).stdout,
+        60,
+        "the task to end without its client",
+    )
+    assert set(states(sim, paths).values()) == {"P"}

@@ -3,14 +3,16 @@
 import logging
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from ltfsee_globus.api.context import services
+from ltfsee_globus.health import nodes
 from ltfsee_globus.sim.library import Library
-from ltfsee_globus.stager import Stager, StagerLock, _process_alive
-from ltfsee_globus.store import DONE, FAILED, QUEUED
+from ltfsee_globus.stager import Stager, _process_alive
+from ltfsee_globus.store import DONE, FAILED, LEADER, QUEUED, STANDBY
 
 pytestmark = pytest.mark.both_engines
 
@@ -210,15 +212,6 @@ def test_restart_adopts_a_recall_still_running(staged, sim, tmp_path):
     assert svc.store.queue.batch(batch_id).eeadm_task_id == "1:1001"  # the colon form, kept whole
 
 
-def test_one_stager_per_state_dir(tmp_path):
-    first, second = StagerLock(tmp_path), StagerLock(tmp_path)
-    assert first.try_acquire()
-    assert not second.try_acquire()
-    first.release()
-    assert second.try_acquire()
-    second.release()
-
-
 def test_baseline_mode_recalls_one_file_per_eeadm_call(staged, sim):
     svc, stager = staged(BATCH_MAX_FILES=1, BATCH_WINDOW=0, RECALL_CONCURRENCY=8)
     queue(svc, sim.files("M")[:4])
@@ -376,3 +369,71 @@ def test_tape_drives_a_drive_keeps_its_tape_while_files_for_it_wait(staged, sim,
     run_step(stager)
     assert running_tapes(svc) == {}
     assert {svc.store.polls.lookup(p).status for p in a[:3] + c[:3]} == {DONE}
+
+
+def leading(store) -> str | None:
+    """The node whose stager holds the lease, if any does."""
+    lease = store.leases.current()
+    return lease.node if lease.running else None
+
+
+def test_one_stager_leads_and_a_clean_stop_hands_over_at_once(staged, sim, clock, wait_for):
+    """Two stagers on one store (two nodes): one leads, the other stands by;
+    stopping the leader gives the lease up, so the standby leads long before
+    the lease (30 s) could have run out, and its batches say so."""
+    svc, first = staged(STAGER_LEASE=30, NODE_NAME="n1")
+    other, _ = staged(STAGER_LEASE=30, NODE_NAME="n2")
+    second = Stager(other.settings, other.store, other.eeadm, clock, owner="host2:2")
+    stops = [threading.Event(), threading.Event()]
+    threads = [
+        threading.Thread(target=s.run, args=(e,), daemon=True)
+        for s, e in zip((first, second), stops, strict=True)
+    ]
+    try:
+        threads[0].start()
+        wait_for(lambda: leading(svc.store) == "n1", 10, "the first to lead")
+        threads[1].start()
+        roles = lambda: {n["node"]: n["role"] for n in nodes(svc.store)}  # noqa: E731
+        wait_for(lambda: roles() == {"n1": LEADER, "n2": STANDBY}, 10, "both in the table")
+        m = sim.files("M")
+        queue(svc, m[:2])
+        wait_for(lambda: all(svc.store.polls.lookup(p).status == DONE for p in m[:2]), 30)
+        stops[0].set()
+        threads[0].join()
+        wait_for(lambda: leading(svc.store) == "n2", 5, "the hand-over")
+        assert svc.store.leases.current().epoch == 2
+        queue(svc, m[2:4])
+        wait_for(lambda: all(svc.store.polls.lookup(p).status == DONE for p in m[2:4]), 30)
+        batches = sorted(svc.store.ops.batches(), key=lambda b: b.id)
+        assert [(b.node, b.epoch) for b in batches] == [("n1", 1), ("n2", 2)]
+        assert len(sim.invocations("recall")) == 2  # each file recalled once
+        wait_for(lambda: roles() == {"n2": LEADER}, 10, "the first to leave the table")
+    finally:
+        for e, t in zip(stops, threads, strict=True):
+            e.set()
+            if t.is_alive():
+                t.join()
+    assert nodes(svc.store) == []
+
+
+def test_a_dead_nodes_recall_is_followed_in_ee_and_not_started_again(staged, make_sim, caplog):
+    """A batch another node started, whose client died with it while its EE
+    task goes on: the stager taking over waits for the task (`eeadm task
+    show`), then verifies; the files are recalled once."""
+    slow = make_sim("slow", time_scale=20.0)  # the recall takes seconds
+    svc, stager = staged(
+        EEADM_COMMAND=" ".join(slow.command), MANAGED_ROOTS=[str(slow.fs)], NODE_NAME="n2"
+    )
+    m = slow.files("M")[:3]
+    queue(svc, m)
+    batch_id, _ = svc.store.queue.claim("", 100, started_by=("n1", 1))
+    task = slow.recall_then_kill(m)  # node n1's recall; n1 dies, EE goes on
+    svc.store.queue.set_batch_task(batch_id, task)
+    caplog.set_level(logging.INFO, "ltfsee_globus.stager")
+    stager.recover()
+    assert f"following EE task {task}" in caplog.text
+    assert {svc.store.polls.lookup(p).status for p in m} == {"recalling"}  # not re-queued
+    stager.wait_idle()
+    assert {svc.store.polls.lookup(p).status for p in m} == {DONE}
+    assert len(slow.invocations("recall")) == 1
+    assert slow.invocations("task show")

@@ -14,7 +14,16 @@ import pytest
 from ltfsee_globus.api.context import services
 from ltfsee_globus.placement import Placement
 from ltfsee_globus.stager import Stager
-from ltfsee_globus.store import DONE, FAILED, QUEUED, RECALLING, Update
+from ltfsee_globus.store import (
+    DONE,
+    FAILED,
+    LEADER,
+    QUEUED,
+    RECALLING,
+    STANDBY,
+    LeaseLost,
+    Update,
+)
 
 pytestmark = pytest.mark.both_engines
 
@@ -487,3 +496,74 @@ def test_the_stager_prunes_with_the_retention_setting(make_app, clock):
     clock.advance(86400 + 1)
     assert stager.prune(clock()) == 3 + 1
     assert svc.store.ops.counts().files["done"] == 0
+
+
+# -- the stager lease and the node table ------------------------------------------------
+def test_the_stager_lease_has_one_holder_and_a_new_epoch_at_each_take_over(store, wait_for):
+    leases = store.leases
+    assert not leases.current().running and leases.current().epoch == 0
+    assert leases.take("a:1", "n1", 30) == 1
+    assert leases.take("b:2", "n2", 30) is None  # held
+    lease = leases.current()
+    assert (lease.holder, lease.node, lease.epoch, lease.running) == ("a:1", "n1", 1, True)
+    assert 25 < lease.remaining <= 30
+    assert leases.renew("a:1", 1, 30) and not leases.renew("b:2", 1, 30)
+    leases.release("a:1", 1)  # a clean stop: free at once
+    assert not leases.current().running
+    assert leases.take("b:2", "n2", 0.2) == 2
+    wait_for(lambda: not leases.current().running, 5, "the lease to run out")
+    assert not leases.renew("b:2", 2, 30)  # run out is lost, even with nobody else there
+    assert leases.take("a:1", "n1", 30) == 3
+
+
+def test_a_fenced_write_is_refused_once_another_took_the_lease(store, wait_for):
+    epoch = store.leases.take("a:1", "n1", 0.3)
+    leader = store.fenced("a:1", epoch)
+    assert leader.polls.request("/gpfs/f1", None, "globus", "t1") == QUEUED
+    wait_for(lambda: not store.leases.current().running, 5, "the lease to run out")
+    assert store.leases.take("b:2", "n2", 30) == epoch + 1
+    with pytest.raises(LeaseLost, match=f"epoch {epoch}"):
+        leader.polls.request("/gpfs/f2", None, "globus", "t1")
+    with pytest.raises(LeaseLost):
+        leader.queue.claim("", 10)
+    assert store.polls.lookup("/gpfs/f2") is None  # nothing of a refused write is kept
+    assert store.polls.lookup("/gpfs/f1").status == QUEUED  # nor taken from the queue
+    assert leader.polls.lookup("/gpfs/f1").status == QUEUED  # reads go on
+    new = store.fenced("b:2", epoch + 1)
+    assert new.queue.claim("", 10, started_by=("n2", epoch + 1))[1] == ["/gpfs/f1"]
+    (batch,) = store.queue.running_batches()
+    assert (batch.node, batch.epoch) == ("n2", epoch + 1)
+
+
+def test_members_show_each_process_its_node_role_and_heartbeat(store):
+    leases = store.leases
+    leases.heartbeat("h1:10", "n1", LEADER, "1.0", 4)
+    leases.heartbeat("h2:20", "n2", STANDBY, "1.1", None)
+    leases.heartbeat("h1:11", "n1", STANDBY, "1.0", None)
+    members = leases.members()
+    assert [(m.owner, m.node, m.role, m.version, m.epoch) for m in members] in (
+        [
+            ("h1:10", "n1", LEADER, "1.0", 4),
+            ("h1:11", "n1", STANDBY, "1.0", None),
+            ("h2:20", "n2", STANDBY, "1.1", None),
+        ],
+        [
+            ("h1:11", "n1", STANDBY, "1.0", None),
+            ("h1:10", "n1", LEADER, "1.0", 4),
+            ("h2:20", "n2", STANDBY, "1.1", None),
+        ],
+    )
+    assert all(0 <= m.age < 5 for m in members)
+    leases.heartbeat("h2:20", "n2", LEADER, "1.1", 5)  # the same process, now leading
+    assert {m.owner: m.role for m in leases.members()}["h2:20"] == LEADER
+    leases.leave("h1:11")
+    assert len(leases.members()) == 2
+    assert leases.forget_members(3600) == 0  # all heard from just now
+    assert leases.forget_members(-60) == 2
+
+
+def test_processes_taking_the_lease_at_once_get_one_epoch(make_store):
+    stores = [make_store() for _ in range(6)]
+    with ThreadPoolExecutor(len(stores)) as pool:
+        got = list(pool.map(lambda i: stores[i].leases.take(f"h:{i}", "n", 30), range(len(stores))))
+    assert sorted(got, key=lambda e: e or 0) == [None] * 5 + [1]

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..auth import authenticate
 from ..errors import problem
-from ..health import readiness, stager_running
+from ..health import nodes, readiness, stager_running, stager_status
 from ..metrics import store_metrics
 from .context import Services, services
 from .spec import OBJECT, STRING, errors, json_response, operation
@@ -19,7 +19,9 @@ bp = Blueprint("ops", __name__)
 def status_summary(svc: Services) -> dict:
     summary = asdict(svc.store.ops.counts())
     summary["prefetch"]["tasks"] = [asdict(t) for t in svc.store.prefetch.tasks()]
-    summary["stager_running"] = stager_running(svc.settings.state_dir)
+    summary["stager"] = stager_status(svc.store)
+    summary["stager_running"] = summary["stager"]["running"]
+    summary["nodes"] = nodes(svc.store)
     summary["store"] = svc.store.describe()
     return summary
 
@@ -63,7 +65,7 @@ def status():
 )
 def metrics():
     svc = services()
-    running = stager_running(svc.settings.state_dir)
+    running = stager_running(svc.store)
     body, content_type = svc.metrics.exposition(
         lambda: store_metrics(svc.store, running, svc.settings.LTFSEE_LIB)
     )

@@ -4,6 +4,7 @@
     store.polls.lookup(path)            # what a Globus poll needs
     store.queue.claim(library, 5000)    # what the stager needs
     store.prefetch / store.requests / store.tapes / store.ops
+    store.leases                        # who leads the stagers, who is there
 
 Each role is one class over a `Database` (db.py): the role modules hold the
 SQL, written once for both engines; sqlite.py and postgres.py hold what
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from ..config import STORE_FILE, Settings
 from .db import Database, StoreUnavailable
 from .files import Polls, Tapes
+from .leases import LEADER, STANDBY, Fenced, Lease, LeaseLost, Leases, Member
 from .operators import Operators
 from .prefetch import Prefetch
 from .queue import Queue
@@ -45,11 +47,16 @@ __all__ = [
     "DONE",
     "FAILED",
     "FINAL",
+    "LEADER",
     "QUEUED",
     "RECALLING",
+    "STANDBY",
     "STORE_FILE",
     "Batch",
     "FileRecord",
+    "Lease",
+    "LeaseLost",
+    "Member",
     "RequestFile",
     "StageRequest",
     "Store",
@@ -71,6 +78,7 @@ class Store:
     prefetch: Prefetch
     requests: Requests
     ops: Operators
+    leases: Leases
 
     @classmethod
     def over(cls, db: Database, clock: Callable[[], float] = time.time) -> Store:
@@ -83,7 +91,13 @@ class Store:
             prefetch=Prefetch(db, clock),
             requests=Requests(db, clock),
             ops=Operators(db, clock),
+            leases=Leases(db),
         )
+
+    def fenced(self, holder: str, epoch: int) -> Store:
+        """The same store, every write checked against the stager lease that
+        `holder` took at `epoch` (LeaseLost once it is no longer theirs)."""
+        return Store.over(Fenced(self.db, self.leases, holder, epoch), self.clock)
 
     @property
     def engine(self) -> str:

@@ -92,6 +92,12 @@ class Database(ABC):
     lock_rows: str
     #: the same, waiting for a row another transaction holds instead of skipping it
     lock_row: str
+    #: appended to a SELECT of a row that must not change until the commit
+    #: (the fence's lease row), though other readers may share it
+    share_row: str
+    #: the database's clock in seconds since the epoch, as an SQL expression:
+    #: what leases are timed by (one clock for every node)
+    now_sql: str
 
     @abstractmethod
     def write(self, work: Callable[[Tx], T]) -> T:

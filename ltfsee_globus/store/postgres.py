@@ -113,6 +113,8 @@ class PostgresDatabase(Database):
     engine = "postgresql"
     lock_rows = " FOR UPDATE SKIP LOCKED"
     lock_row = " FOR UPDATE"
+    share_row = " FOR SHARE"
+    now_sql = "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url

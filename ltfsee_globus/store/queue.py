@@ -65,10 +65,15 @@ class Queue:
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def claim(
-        self, library: str, max_files: int, tape: str | None = None
+        self,
+        library: str,
+        max_files: int,
+        tape: str | None = None,
+        started_by: tuple[str, int] | None = None,
     ) -> tuple[int, list[str]] | None:
         """Move up to max_files ready files of a library (of one tape, if given)
-        into a new running batch.
+        into a new running batch, marked with the (node, epoch) of the stager
+        that starts it.
 
         Whole tapes go together, the tape of the longest-waiting file first, so
         that when more is ready than one batch takes, no tape is split over
@@ -94,9 +99,9 @@ class Queue:
             paths = [r[0] for r in rows[:max_files]]
             batch_id = int(
                 c.scalar(
-                    "INSERT INTO batches (library, status, n_files, started_at, tape) "
-                    "VALUES (?, 'running', ?, ?, ?) RETURNING id",
-                    (library, len(paths), now, tape),
+                    "INSERT INTO batches (library, status, n_files, started_at, tape, node, epoch) "
+                    "VALUES (?, 'running', ?, ?, ?, ?, ?) RETURNING id",
+                    (library, len(paths), now, tape, *(started_by or (None, None))),
                 )
             )
             c.executemany(
@@ -116,6 +121,15 @@ class Queue:
     def set_batch_pid(self, batch_id: int, pid: int) -> None:
         self.db.write(
             lambda c: c.execute("UPDATE batches SET pid = ? WHERE id = ?", (pid, batch_id))
+        )
+
+    def set_batch_task(self, batch_id: int, task_id: str) -> None:
+        """The EE task a running batch's recall created: what a stager that
+        takes it over asks EE about (the recall goes on without its client)."""
+        self.db.write(
+            lambda c: c.execute(
+                "UPDATE batches SET eeadm_task_id = ? WHERE id = ?", (task_id, batch_id)
+            )
         )
 
     def running_batches(self) -> list[Batch]:

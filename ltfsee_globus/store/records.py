@@ -107,6 +107,8 @@ class Batch:
     detail: str | None
     tape: str | None  # the one tape it reads (TAPE_DRIVES), else None
     files_done: int = 0  # batches(): its files on disk so far
+    node: str | None = None  # the node whose stager started it
+    epoch: int | None = None  # the stager lease's epoch it was started under
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,8 @@ class SqliteDatabase(Database):
     engine = "sqlite"
     lock_rows = ""
     lock_row = ""
+    share_row = ""
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"  # the one host's clock
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL cluster (Debian's `postgresql`) for tests and benchmarks.
+"""A throwaway PostgreSQL cluster (Debian's `postgresql`): the cluster demo's
+(`ltfsee-globus demo --nodes N`), the tests' and the benchmarks'.
 
 PostgreSQL refuses to run as root, so under root the cluster belongs to an
 unprivileged user (`postgres`, which the Debian package creates, else
@@ -7,7 +8,7 @@ only, on a free port, with password (SCRAM) authentication over TCP, so the
 service connects with a `postgresql://user:password@127.0.0.1:PORT/db` URL
 as a site's would; the harness itself talks to it over the unix socket.
 
-Test and benchmark harness, not part of the package.
+Not for production: a site's database is its own (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -18,18 +19,24 @@ import os
 import pwd
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-from .devserver import free_port
 
 #: The role the service connects as (the cluster's superuser is `postgres`).
 ROLE = "ltfsee"
 #: Settings that make a throwaway cluster fast; a test cluster loses nothing
 #: to them unless the machine itself crashes. Benchmarks pass durable=True.
 FAST = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server started next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class NoPostgres(Exception):
@@ -106,7 +113,8 @@ class Cluster:
         """pg_terminate_backend every client connection to `dbname`; how many."""
         rows = self.sql(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()"
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            params=(dbname,),
         )
         return int(rows[0][0])
 
