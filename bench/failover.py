@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -417,11 +418,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stops", type=int, default=5)
     ap.add_argument("--drops", type=int, default=5)
     ap.add_argument("--restarts", type=int, default=3)
-    ap.add_argument("--scale", type=float, default=20.0, help="the simulator's time scale")
+    ap.add_argument("--scale", type=float, default=10.0, help="the simulator's time scale")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--max-rounds", type=int, default=16, help="rounds of load at most (faults end sooner)"
+    )
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--round-files", type=int, default=ROUND_FILES, help="Globus files a round")
     args = ap.parse_args(argv)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # our own store's reconnects
     random.seed(args.seed)
     plan = (
         ["kill"] * args.kills
@@ -433,12 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     lease = 10.0  # the shipped STAGER_LEASE
     cluster = pgcluster.start(durable=True)
     work = Path(tempfile.mkdtemp(prefix="failover-"))
-    rounds_needed = 1 + max(1, len(plan) // 8)  # about 8 faults per round of load
+    rounds_needed = args.max_rounds  # the library holds this many rounds of new files
     lib_root = work / "lib"
     fs = init_library(
         lib_root,
         Layout(
-            files=int((args.round_files + WLCG_FILES) * (rounds_needed + 2) / 0.75),
+            files=int((args.round_files + WLCG_FILES) * rounds_needed / 0.75) + 100,
             dirs=40,
             tapes=40,
             drives=4,
@@ -478,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         drill.store = devserver.open_store({"STATE_DIR": str(work / "cli"), "STORE_URL": url})
         threading.Thread(target=watch_epochs, args=(drill, stop_watch), daemon=True).start()
         per_round = args.round_files + WLCG_FILES
-        for n in range(rounds_needed + 2):
+        for n in range(rounds_needed):
             if n > 0 and len(faults) >= len(plan):
                 break
             chunk = migrated[n * per_round : (n + 1) * per_round]

@@ -8,6 +8,7 @@ import time
 from ltfsee_globus.api.context import services
 from ltfsee_globus.store import QUEUED
 from ltfsee_globus.store.sqlite import SqliteDatabase
+from ltfsee_globus.store.sqlite_changes import CommitMark, KeptReads
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 
@@ -71,3 +72,40 @@ def test_a_full_state_dir_refuses_new_work_loses_nothing_and_recovers(make_app, 
     conn.execute("PRAGMA max_page_count = 1073741823")  # space is back
     assert poll_app(client, headers, path).get_json() == {"state": "archived"}
     assert store.polls.lookup(path).status == QUEUED
+
+
+PATH = "/gpfs/a/file"
+
+
+def test_a_polls_read_is_kept_until_any_process_commits(make_store, tmp_path):
+    """Two stores on one file (two processes of one host): what a poll read
+    is used again until a commit anywhere sets a new commit mark; a change
+    made behind the package's back (no mark) is not seen meanwhile."""
+    here, there = make_store(), make_store()
+    assert here.polls.lookup(PATH, "globus", "t1") is None
+    there.polls.request(PATH, "lib1", "globus", "t1")  # another process queues it
+    rec = here.polls.lookup(PATH, "globus", "t1")
+    assert (rec.status, rec.known) == (QUEUED, True)  # seen at once: the mark moved
+    raw = sqlite3.connect(here.db.path)
+    raw.execute("UPDATE files SET status = 'failed'")  # no mark: the kept answer stays
+    raw.commit()
+    raw.close()
+    assert here.polls.lookup(PATH, "globus", "t1").status == QUEUED
+    here.polls.note_requester(PATH, "globus", "t2")  # our own commit: read afresh
+    assert here.polls.lookup(PATH, "globus", "t1").status == "failed"
+
+
+def test_a_kept_answer_dies_with_an_overlapping_commit_or_its_age(tmp_path, clock):
+    mark = CommitMark(tmp_path / "m", tmp_path)
+    kept = KeptReads(mark, max_age=5.0, clock=clock)
+
+    def read_while_a_commit_lands():
+        mark.set_new()
+        return "old"
+
+    assert kept.get(PATH, "k", read_while_a_commit_lands) == "old"
+    assert kept.get(PATH, "k", lambda: "new") == "new"  # tagged before the commit: gone
+    assert kept.get(PATH, "k", lambda: "newer") == "new"
+    clock.advance(5.0)
+    assert kept.get(PATH, "k", lambda: "newest") == "newest"
+    assert CommitMark(tmp_path / "m", tmp_path).read() == mark.read()  # one mark per file

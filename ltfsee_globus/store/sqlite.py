@@ -4,7 +4,9 @@ Each thread has its own connection, so gunicorn's workers and threads and one
 stager share the file. Every write is `BEGIN IMMEDIATE`: SQLite runs one
 writer at a time, so each transaction is serializable and no read-then-write
 in it can race another process. PRAGMA user_version records how far the
-schema has come (migrations/sqlite/NNNN_name.sql, applied in order).
+schema has come (migrations/sqlite/NNNN_name.sql, applied in order). A poll's
+read is kept in memory until the next commit of any process on the host
+(sqlite_changes.py: a commit mark beside the file).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .db import Cursor, Database, StoreUnavailable, Tx, migration_scripts
+from .sqlite_changes import CommitMark, KeptReads
 
 T = TypeVar("T")
 
@@ -79,7 +82,13 @@ class SqliteDatabase(Database):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from None
+        self._mark: CommitMark | None = None  # none before the database exists
         self._migrate()
+        try:
+            self._mark = CommitMark(self.path.with_name(self.path.name + "-commits"), self.path)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open the commit mark: {exc.strerror}") from None
+        self._kept = KeptReads(self._mark)
 
     def describe(self) -> str:
         return f"sqlite {self.path}"
@@ -105,6 +114,8 @@ class SqliteDatabase(Database):
             try:
                 result = work(_SqliteTx(conn))
                 conn.execute("COMMIT")
+                if self._mark is not None:  # kept reads of every process are stale now
+                    self._mark.set_new()
             finally:
                 if conn.in_transaction:  # an error, or a COMMIT that failed
                     conn.execute("ROLLBACK")
@@ -116,6 +127,9 @@ class SqliteDatabase(Database):
 
     def read(self, work: Callable[[Tx], T]) -> T:
         return work(_SqliteTx(self.connection()))
+
+    def remembered(self, path: str, key: Hashable, read: Callable[[], T]) -> T:
+        return self._kept.get(path, key, read)
 
     def _migrate(self) -> None:
         """Bring the schema to the newest version, in one transaction."""
