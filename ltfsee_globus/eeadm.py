@@ -61,8 +61,9 @@ class Result:
     output: str
 
 
-#: Seconds between looks at a starting recall's output for its task ID.
-TASK_WATCH = 0.2
+#: Seconds between looks at a starting recall's output for its task ID, and
+#: the bytes of its start that are read for it.
+TASK_WATCH, TASK_HEAD = 0.2, 65536
 
 
 def _watch_for_task(
@@ -72,7 +73,8 @@ def _watch_for_task(
     ended, or reached the deadline."""
     while time.monotonic() < deadline:
         try:
-            head = log_path.read_bytes()[:65536].decode("utf-8", errors="replace")
+            with open(log_path, "rb") as fh:  # the task line comes first: read only the head
+                head = fh.read(TASK_HEAD).decode("utf-8", errors="replace")
         except OSError:
             head = ""
         if (task_id := find_task_id(head)) is not None:

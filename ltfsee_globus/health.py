@@ -22,24 +22,14 @@ REPORT_ROWS = 20
 EEADM_CHECK_TIMEOUT = 10.0
 
 
-def stager_running(store: Store) -> bool:
-    """True when some stager, on any node, holds the stager lease."""
-    try:
-        return store.leases.current().running
-    except StoreUnavailable:
-        return False
-
-
 def stager_ready(store: Store, settings: Settings) -> bool:
     """A stager leads, or one stands by to lead (between a leader's death and
     a take-over, up to STAGER_LEASE, the lease is free: nodes whose standbys
     are there stay ready for a load balancer)."""
-    try:
-        if store.leases.current().running:
-            return True
-        return any(m.age < 2 * settings.STAGER_LEASE for m in store.leases.members())
-    except StoreUnavailable:
-        return False
+    view = cluster(store)
+    return view["stager_running"] or any(
+        n["heartbeat_age"] < 2 * settings.STAGER_LEASE for n in view["nodes"]
+    )
 
 
 def human_age(seconds: float | None) -> str:
@@ -52,15 +42,19 @@ def human_age(seconds: float | None) -> str:
     return f"{max(seconds, 0.0):.0f}s"
 
 
-def stager_status(store: Store) -> dict:
-    """Who leads the stagers (the lease): node, process, epoch, since when and
-    for how long more; when none does, the last take-over's time."""
+def cluster(store: Store) -> dict:
+    """Who leads the stagers and who is there, from one read of the lease and
+    one of the members: `stager` (node, pid, epoch, since when, for how long
+    more; when none leads, the last take-over's time), `stager_running`, and
+    `nodes` (each node with a stager thread: its role, how many such
+    processes, its last heartbeat, its version). Nothing leads and nobody is
+    there while the store cannot be read."""
     try:
-        lease = store.leases.current()
+        lease, members = store.leases.current(), store.leases.members()
     except StoreUnavailable:
-        lease = Lease(None, None, 0, 0.0, None, None)
+        lease, members = Lease(None, None, 0, 0.0, None, None), []
     pid = (lease.holder or "").rpartition(":")[2]
-    return {
+    stager = {
         "running": lease.running,
         "node": lease.node if lease.running else None,
         "pid": int(pid) if lease.running and pid.isdigit() else None,
@@ -69,18 +63,9 @@ def stager_status(store: Store) -> dict:
         "held_for": lease.held_for,
         "expires_in": max(lease.remaining, 0.0),
     }
-
-
-def nodes(store: Store) -> list[dict]:
-    """Every node with a stager thread: its role (leader or standby), how many
-    such processes it runs, its last heartbeat and version."""
-    try:
-        lease, members = store.leases.current(), store.leases.members()
-    except StoreUnavailable:
-        return []
-    out: dict[str, dict] = {}
+    nodes: dict[str, dict] = {}
     for m in members:
-        n = out.setdefault(
+        n = nodes.setdefault(
             m.node,
             {
                 "node": m.node,
@@ -94,7 +79,7 @@ def nodes(store: Store) -> list[dict]:
         n["heartbeat_age"] = min(n["heartbeat_age"], m.age)
         if lease.running and m.owner == lease.holder:
             n["role"] = LEADER
-    return list(out.values())
+    return {"stager": stager, "stager_running": lease.running, "nodes": list(nodes.values())}
 
 
 def status_report(store: Store) -> dict:
@@ -117,9 +102,7 @@ def status_report(store: Store) -> dict:
     return {
         "now": now,
         "store": store.describe(),
-        "stager": stager_status(store),
-        "stager_running": stager_running(store),
-        "nodes": nodes(store),
+        **cluster(store),
         "files": counts.files,
         "totals": counts.totals,
         "queue": [asdict(q) for q in store.ops.queue_by_tape()],

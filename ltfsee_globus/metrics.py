@@ -33,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .config import MULTIPROC_ENV
-from .health import nodes
+from .health import cluster
 from .store import Store
 
 #: eeadm calls last from milliseconds (`file state`) to hours (`recall`).
@@ -137,7 +137,7 @@ class _Collector:
         self.collect = collect
 
 
-def store_metrics(store: Store, stager_up: bool, libraries: list[str]) -> Iterator[Metric]:
+def store_metrics(store: Store, libraries: list[str]) -> Iterator[Metric]:
     """Counters and gauges kept by the store: the same from every process.
     The queue gauges have a series (0 when empty) for each configured library."""
     counts = store.ops.counts()
@@ -186,18 +186,22 @@ def store_metrics(store: Store, stager_up: bool, libraries: list[str]) -> Iterat
         counter.add_metric(["asked"], pf[f"asked_{unit}"])
         counter.add_metric(["dropped"], pf[f"dropped_{unit}"])
         yield counter
+    view = cluster(store)
     yield GaugeMetricFamily(
-        "ltfsee_stager_up", "1 when a stager, on any node, holds the lease", value=stager_up
+        "ltfsee_stager_up",
+        "1 when a stager, on any node, holds the lease",
+        value=view["stager_running"],
     )
-    lease = store.leases.current()
     yield GaugeMetricFamily(
-        "ltfsee_stager_lease_epoch", "Take-overs of the stager lease so far", value=lease.epoch
+        "ltfsee_stager_lease_epoch",
+        "Take-overs of the stager lease so far",
+        value=view["stager"]["epoch"],
     )
     heartbeat = GaugeMetricFamily(
         "ltfsee_node_heartbeat_age_seconds",
         "Seconds since a stager thread of each node last said it was there",
         labels=["node", "role", "version"],
     )
-    for n in nodes(store):
+    for n in view["nodes"]:
         heartbeat.add_metric([n["node"], n["role"], n["version"]], n["heartbeat_age"])
     yield heartbeat

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ltfsee_globus.api.context import services
-from ltfsee_globus.health import nodes
+from ltfsee_globus.health import cluster
 from ltfsee_globus.sim.library import Library
 from ltfsee_globus.stager import Stager, _process_alive
 from ltfsee_globus.store import DONE, FAILED, LEADER, QUEUED, STANDBY
@@ -393,7 +393,7 @@ def test_one_stager_leads_and_a_clean_stop_hands_over_at_once(staged, sim, clock
         threads[0].start()
         wait_for(lambda: leading(svc.store) == "n1", 10, "the first to lead")
         threads[1].start()
-        roles = lambda: {n["node"]: n["role"] for n in nodes(svc.store)}  # noqa: E731
+        roles = lambda: {n["node"]: n["role"] for n in cluster(svc.store)["nodes"]}  # noqa: E731
         wait_for(lambda: roles() == {"n1": LEADER, "n2": STANDBY}, 10, "both in the table")
         m = sim.files("M")
         queue(svc, m[:2])
@@ -413,7 +413,7 @@ def test_one_stager_leads_and_a_clean_stop_hands_over_at_once(staged, sim, clock
             e.set()
             if t.is_alive():
                 t.join()
-    assert nodes(svc.store) == []
+    assert cluster(svc.store)["nodes"] == []
 
 
 def test_a_dead_nodes_recall_is_followed_in_ee_and_not_started_again(staged, make_sim, caplog):

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..auth import authenticate
 from ..errors import problem
-from ..health import nodes, readiness, stager_running, stager_status
+from ..health import cluster, readiness
 from ..metrics import store_metrics
 from .context import Services, services
 from .spec import OBJECT, STRING, errors, json_response, operation
@@ -19,9 +19,7 @@ bp = Blueprint("ops", __name__)
 def status_summary(svc: Services) -> dict:
     summary = asdict(svc.store.ops.counts())
     summary["prefetch"]["tasks"] = [asdict(t) for t in svc.store.prefetch.tasks()]
-    summary["stager"] = stager_status(svc.store)
-    summary["stager_running"] = summary["stager"]["running"]
-    summary["nodes"] = nodes(svc.store)
+    summary.update(cluster(svc.store))
     summary["store"] = svc.store.describe()
     return summary
 
@@ -65,8 +63,7 @@ def status():
 )
 def metrics():
     svc = services()
-    running = stager_running(svc.store)
     body, content_type = svc.metrics.exposition(
-        lambda: store_metrics(svc.store, running, svc.settings.LTFSEE_LIB)
+        lambda: store_metrics(svc.store, svc.settings.LTFSEE_LIB)
     )
     return Response(body, content_type=content_type)

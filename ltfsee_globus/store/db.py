@@ -115,9 +115,10 @@ class Database(ABC):
 
     def remembered(self, path: str, key: Hashable, read: Callable[[], T]) -> T:
         """`read()`, a read of `path`'s rows, or what it gave before while
-        those rows have not changed since. An engine whose reads cost a round
-        trip keeps them (postgres.py); SQLite's in-process read costs less
-        than keeping it."""
+        those rows have not changed since. The engines keep such reads
+        (postgres.py until a change notice names the file, sqlite.py until
+        the next commit); here, and so in the stager's fenced view, every
+        call reads."""
         return read()
 
     @abstractmethod
