@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, request
+from flask import Flask
 from flask_caching import Cache
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -17,6 +17,9 @@ from .errors import register_error_handlers
 from .lookup import StateLookup
 from .metrics import Metrics
 from .services import Core, build_core, lookup_counter
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -38,7 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     lookup = StateLookup(
         core.eeadm,
-        Cache(app),
+        Cache(app).cache,  # the backend itself: Cache's proxy finds it through current_app
         max_files=settings.LOOKUP_MAX_FILES,
         clock=core.clock,
         running=lookup_counter(core.store),
@@ -48,7 +51,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     shared = {f.name: getattr(core, f.name) for f in fields(Core)}
     app.extensions[EXTENSION] = Services(**shared, lookup=lookup)
     register_error_handlers(app)
-    _count_requests(app, core.metrics)
+    app.wsgi_app = CountRequests(app.wsgi_app, core.metrics)  # type: ignore[method-assign]
 
     if settings.TRUST_PROXY:
         n = settings.TRUST_PROXY
@@ -70,17 +73,32 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _count_requests(app: Flask, metrics: Metrics) -> None:
-    """Time and count every request the app answers, by route and status."""
+class CountRequests:
+    """WSGI middleware: time and count every request the app answers, by route
+    (the URL rule Flask matched), method and status.
 
-    @app.before_request
-    def _start() -> None:
-        g.ltfsee_started = time.perf_counter()
+    Around the app rather than in Flask's before/after-request hooks, which
+    cost a poll more than the counting itself (bench/README.md). The route is
+    read when the app starts its response, while its request is still bound
+    to the environ; the time runs from the call to that moment.
+    """
 
-    @app.after_request
-    def _count(resp: Response) -> Response:
-        started = g.get("ltfsee_started")
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        seconds = None if started is None else time.perf_counter() - started
-        metrics.http_request(route, request.method, resp.status_code, seconds)
-        return resp
+    def __init__(self, wsgi_app: WSGIApplication, metrics: Metrics) -> None:
+        self.wsgi_app = wsgi_app
+        self.metrics = metrics
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+
+        def counted(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            req = environ.get("werkzeug.request")
+            rule = req.url_rule if req is not None else None
+            self.metrics.http_request(
+                rule.rule if rule is not None else "unmatched",
+                environ.get("REQUEST_METHOD", ""),
+                status[:3],
+                time.perf_counter() - started,
+            )
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, counted)

@@ -35,7 +35,7 @@ Outcome = FileState | StateError
 
 
 class StateCache(Protocol):
-    """Where looked-up states are kept for a while (a flask-caching Cache)."""
+    """Where looked-up states are kept for a while (a flask-caching backend)."""
 
     def get(self, key: str) -> Any: ...
 

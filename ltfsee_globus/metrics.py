@@ -21,6 +21,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,6 +42,8 @@ EEADM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14
 _DB_FILE = re.compile(r"_(\d+)\.db$")
 
 Collect = Callable[[], Iterator[Metric]]
+#: what a Globus poll is counted as
+POLL_ANSWERS = ("resident", "archived", "failed", "error")
 
 
 def multiproc_dir() -> Path | None:
@@ -109,16 +112,30 @@ class Metrics:
             registry=r,
         )
 
+        #: the labelled series every request and poll adds to, found once each:
+        #: prometheus-client's labels() takes a lock and checks its arguments
+        #: on every call, more than the addition itself (bench/README.md)
+        self._http: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._polls = {answer: self.polls.labels(answer) for answer in POLL_ANSWERS}
+
     def eeadm_call(self, subcommand: str, outcome: str, seconds: float) -> None:
         """Count one eeadm run and its duration."""
         self.eeadm_calls.labels(subcommand, outcome).inc()
         self.eeadm_seconds.labels(subcommand).observe(seconds)
 
-    def http_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
-        """Count one answered request (and its duration, when it was timed)."""
-        self.http_requests.labels(route, method, str(status)).inc()
-        if seconds is not None:
-            self.http_seconds.labels(route, method).observe(seconds)
+    def http_request(self, route: str, method: str, status: str, seconds: float) -> None:
+        """Count one answered request and its duration (`status`: "201")."""
+        key = (route, method, status)
+        series = self._http.get(key)
+        if series is None:  # a race here finds the same series twice: harmless
+            series = (self.http_requests.labels(*key), self.http_seconds.labels(route, method))
+            self._http[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def poll(self, answer: str) -> None:
+        """Count one Globus poll by its answer (one of POLL_ANSWERS)."""
+        self._polls[answer].inc()
 
     def exposition(self, store_metrics: Collect) -> tuple[bytes, str]:
         """The text /metrics answers: every process's counters, then the store's."""

@@ -87,13 +87,19 @@ def _real_roots(roots: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(os.path.realpath(r) for r in roots)
 
 
+def in_real_roots(real: str, roots: Sequence[str]) -> bool:
+    """Whether `real`, a path with its links resolved, is under one of `roots`
+    (resolved too: a root may itself be reached through a link)."""
+    return under(real, _real_roots(tuple(roots))) is not None
+
+
 def check_resolved(path: str, roots: Sequence[str]) -> None:
     """403 when symbolic links take `path` out of the managed roots.
 
     Needed before the file system or eeadm is touched; a file the store
     already holds was checked when it was queued.
     """
-    if under(os.path.realpath(path), _real_roots(tuple(roots))) is None:
+    if not in_real_roots(os.path.realpath(path), roots):
         raise OutsideRoots
 
 

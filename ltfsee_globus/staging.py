@@ -13,13 +13,13 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .config import Settings
 from .lookup import Outcome, StateLookup
 from .parse import FileState
-from .paths import PathRefused, check_resolved
+from .paths import OutsideRoots, PathRefused, check_resolved, in_real_roots
 from .placement import NoCopy, Once, place
 from .store import ACTIVE, DONE, FAILED, Store, StoreUnavailable
 
@@ -55,13 +55,48 @@ class Context(Protocol):
     notes: Once
 
 
-def require_file(path: str) -> os.stat_result | None:
-    """The file's stat; NoSuchFile when it does not exist, PathRefused when it
+def require_file(path: str, roots: Sequence[str]) -> os.stat_result | None:
+    """The stat of the regular file `path` names, once where its links lead is
+    known to be under `roots` (OutsideRoots otherwise, before anything says
+    whether it exists). NoSuchFile when it does not exist, PathRefused when it
     is not a regular file or cannot be reached (a symbolic link loop, a name
     too long), FileSystemError when the file system fails. None when we may
     not look: that is left to eeadm (which usually runs as root)."""
+    st = _resolved_stat(path, roots)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise PathRefused("path is not a regular file")
+    return st
+
+
+def _resolved_stat(path: str, roots: Sequence[str]) -> os.stat_result | None:
+    """The kernel resolves the path once, for both answers: an O_PATH
+    descriptor (it opens nothing for reading, so a FIFO cannot block it) names
+    the file it reached in /proc/self/fd and gives its stat. Four system calls
+    where realpath's walk takes one per component (every resident poll runs
+    this). A path that cannot be opened so takes the walk and a stat, as does
+    a system without /proc, so its answer is the one it always was."""
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return _walked_stat(path, roots)
+    try:
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return _walked_stat(path, roots)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not in_real_roots(real, roots):
+        raise OutsideRoots
+    return st
+
+
+def _walked_stat(path: str, roots: Sequence[str]) -> os.stat_result | None:
+    """realpath's walk (the links first), then a stat of the file."""
+    check_resolved(path, roots)
+    try:
+        return os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         raise NoSuchFile from None
     except PermissionError:
@@ -70,9 +105,6 @@ def require_file(path: str) -> os.stat_result | None:
         if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
             raise PathRefused(f"path cannot be opened: {exc.strerror}") from None
         raise FileSystemError(exc.strerror) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise PathRefused("path is not a regular file")
-    return st
 
 
 def current_state(svc: Context, path: str, newer_than: float) -> FileState:
@@ -107,8 +139,7 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
             if not rec.known or not rec.requested:  # who wants it, and useful prefetch
                 svc.store.polls.note_requester(path, "globus", ref, trigger_prefetch=trigger)
             return answer
-    check_resolved(path, s.MANAGED_ROOTS)
-    info = require_file(path)
+    info = require_file(path, s.MANAGED_ROOTS)
     size = info.st_size if info else None
     prefetched_unasked = rec is not None and not rec.requested
 

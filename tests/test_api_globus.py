@@ -114,6 +114,8 @@ BAD_INPUT = [
     ("unknown file", lambda s: {"path": str(s.fs) + "/no/such/file"}, None, 404),
     ("directory", lambda s: {"path": str(s.fs) + "/demo"}, None, 400),
     ("taskid not string", lambda s: {"path": s.files("M")[0], "globus_taskid": 5}, None, 400),
+    ("taskid with a tab", lambda s: {"path": s.files("M")[0], "globus_taskid": "a\tb"}, None, 400),
+    ("taskid with a NUL", lambda s: {"path": s.files("M")[0], "globus_taskid": "\0"}, None, 400),
     ("library not string", lambda s: {"path": s.files("M")[0], "library": ["x"]}, None, 400),
     ("library with dash", lambda s: {"path": s.files("M")[0], "library": "-x"}, None, 400),
     ("huge body", _huge, None, 413),

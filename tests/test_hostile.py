@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from ltfsee_globus.api.common import MAX_DEPTH
-from ltfsee_globus.paths import PathRefused, normalise
+from ltfsee_globus.paths import OutsideRoots, PathRefused, normalise
+from ltfsee_globus.staging import NoSuchFile, require_file
 
 V05 = "/api/v0.5"
 V1 = "/api/v1"
@@ -121,6 +122,7 @@ def make_paths(fs):
     (fs / "a-b").symlink_to(fs / "b-a")
     (fs / "b-a").symlink_to(fs / "a-b")
     (fs / "out").symlink_to("/etc/passwd")
+    (fs / "out-to-nothing").symlink_to("/etc/no/such/file")
     os.mkfifo(fs / "fifo")
     return [
         ("relative", "gpfs/x", 400),
@@ -136,6 +138,7 @@ def make_paths(fs):
         ("symlink loop", f"{fs}/loop", 400),
         ("symlink cycle", f"{fs}/a-b", 400),
         ("symlink out", f"{fs}/out", 403),
+        ("symlink out to nothing", f"{fs}/out-to-nothing", 403),
         ("name too long", f"{fs}/{'n' * 300}", 400),
         ("path too long", f"{fs}/{'d/' * 2100}x", 400),
         ("directory", str(fs), 400),
@@ -146,6 +149,76 @@ def make_paths(fs):
         ("empty", "", 400),
         ("only slashes", "///", 403),
     ]
+
+
+def _tree(tmp_path):
+    """A managed root, a file outside it, and links every way (require_file's table)."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "f").write_text("abc")
+    (outside / "f").write_text("secret")
+    (tmp_path / "alias").symlink_to(root)
+    for name, target in [
+        ("in", root / "f"),
+        ("out", outside / "f"),
+        ("out-to-nothing", outside / "none"),
+        ("in-to-nothing", root / "none"),
+        ("out-dir", outside),
+        ("loop", root / "loop"),
+    ]:
+        (root / name).symlink_to(target)
+    os.mkfifo(root / "fifo")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("path", "roots", "outcome"),
+    [
+        ("root/f", ["root"], 3),
+        ("root/in", ["root"], 3),
+        ("alias/f", ["root"], 3),  # a path through a link to the root
+        ("root/f", ["alias"], 3),  # a root configured through a link
+        ("root/out", ["root"], OutsideRoots),
+        ("root/out-to-nothing", ["root"], OutsideRoots),  # 403 before "no such file"
+        ("root/out-dir/f", ["root"], OutsideRoots),
+        ("root/in-to-nothing", ["root"], NoSuchFile),
+        ("root/none", ["root"], NoSuchFile),
+        ("root/f/under-a-file", ["root"], NoSuchFile),
+        ("root/loop", ["root"], PathRefused),
+        ("root/fifo", ["root"], PathRefused),  # O_PATH does not block on a FIFO
+        ("root", ["root"], PathRefused),  # a directory
+    ],
+)
+def test_require_file_follows_links_as_the_kernel_does(tmp_path, path, roots, outcome):
+    _tree(tmp_path)
+    full, managed = str(tmp_path / path), [str(tmp_path / r) for r in roots]
+    if isinstance(outcome, int):
+        assert require_file(full, managed).st_size == outcome
+    else:
+        with pytest.raises(outcome) as raised:
+            require_file(full, managed)
+        assert type(raised.value) is outcome
+
+
+def test_require_file_asks_the_kernel_not_a_walk_for_a_file_it_can_open(tmp_path, monkeypatch):
+    """The poll's path check is one open where it can be: realpath's walk
+    (an lstat a component) is only for paths the kernel would not open."""
+    root = _tree(tmp_path)
+    walked = []
+    realpath = os.path.realpath
+
+    def walk(path, *args, **kwargs):
+        if str(path).startswith(f"{root}/"):
+            walked.append(path)
+        return realpath(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", walk)
+    assert require_file(f"{root}/in", [str(root)]).st_size == 3
+    assert walked == []
+    with pytest.raises(OutsideRoots):
+        require_file(f"{root}/out-to-nothing", [str(root)])
+    assert walked == [f"{root}/out-to-nothing"]
 
 
 def test_hostile_paths_on_every_endpoint(send, sim):

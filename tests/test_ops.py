@@ -5,6 +5,7 @@ import signal
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
 from ltfsee_globus.api.context import services
 from support import devserver
@@ -57,6 +58,33 @@ def test_metrics_content_type_names_its_charset_once(client):
     resp = client.get("/metrics")
     assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
     assert resp.headers["Content-Type"].count("charset") == 1
+
+
+def test_every_request_is_counted_by_route_method_and_status(client, sim, headers):
+    """The counting middleware: a matched route by its rule, anything else as
+    unmatched, each with its status and its duration."""
+    poll = "/api/v0.5/globus_recall/globus_recall"
+    assert client.post(poll, json={"path": sim.files("R")[0]}, headers=headers).status_code == 201
+    assert client.post(poll, json={"path": "relative"}, headers=headers).status_code == 400
+    assert client.get(poll, headers=headers).status_code == 405
+    assert client.get("/no/such/route", headers=headers).status_code == 404
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+        for s in family.samples
+    }
+
+    def count(route: str, method: str, status: str) -> float:
+        labels = (("method", method), ("route", route), ("status", status))
+        return samples.get(("ltfsee_http_requests_total", labels), 0)
+
+    assert count(poll, "POST", "201") == 1
+    assert count(poll, "POST", "400") == 1
+    assert count("unmatched", "GET", "405") == 1  # no rule matched the method
+    assert count("unmatched", "GET", "404") == 1
+    timed = ("ltfsee_http_request_duration_seconds_count", (("method", "POST"), ("route", poll)))
+    assert samples[timed] == 2
+    assert samples[("ltfsee_polls_total", (("answer", "resident"),))] == 1
 
 
 @pytest.mark.parametrize("access_log", ["true", "false"])

@@ -14,6 +14,7 @@ MAX_DEPTH = 32  # our bodies nest 3 deep; WLCG targetedMetadata a few more
 #: The only way a lone surrogate gets into decoded JSON: a \uD800-\uDFFF escape
 #: (a UTF-8 body cannot encode one; the decoder refuses it).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_CONTROL = re.compile("[\x00-\x1f]")
 
 
 def _bad(detail: str) -> ApiError:
@@ -48,9 +49,9 @@ def _body() -> bytes:
     Content-Length werkzeug refuses it before reading; a chunked body's size
     is found only by reading it, where werkzeug's stream stops at the limit
     without a word, so it is read here, one byte past the limit."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
         return request.get_data(cache=True)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
     raw = request.environ["wsgi.input"].read(limit + 1)
     if len(raw) > limit:
         raise ApiError(413, "Payload Too Large", f"the body is larger than {limit} bytes")
@@ -84,6 +85,6 @@ def optional_str(body: dict[str, Any], name: str, max_len: int = 256) -> str | N
         return None
     if not isinstance(value, str) or len(value) > max_len:
         raise _bad(f"{name} must be a string of at most {max_len} chars")
-    if any(ord(c) < 32 for c in value):
+    if _CONTROL.search(value):
         raise _bad(f"{name} contains a control character")
     return value

@@ -324,12 +324,12 @@ def archiveinfo():
     normal: dict[str, str] = {}  # the string as sent -> the path looked up
     for p in dict.fromkeys(raw):
         try:
-            path = check_managed(p, svc.settings.MANAGED_ROOTS)
+            path = check_managed(p, svc.settings.MANAGED_ROOTS, resolve=False)
         except PathRefused as exc:
             answers.append({"path": p, "error": str(exc)})
             continue
         try:
-            require_file(path)
+            require_file(path, svc.settings.MANAGED_ROOTS)
         except (NoSuchFile, PathRefused, FileSystemError) as exc:
             answers.append({"path": p, "error": str(exc)})
             continue
