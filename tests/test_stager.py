@@ -405,8 +405,11 @@ def test_one_stager_leads_and_a_clean_stop_hands_over_at_once(staged, sim, clock
         queue(svc, m[2:4])
         wait_for(lambda: all(svc.store.polls.lookup(p).status == DONE for p in m[2:4]), 30)
         batches = sorted(svc.store.ops.batches(), key=lambda b: b.id)
-        assert [(b.node, b.epoch) for b in batches] == [("n1", 1), ("n2", 2)]
-        assert len(sim.invocations("recall")) == 2  # each file recalled once
+        # each pair may go as one batch or two (a step can fall between two polls)
+        assert sorted({(b.node, b.epoch) for b in batches}) == [("n1", 1), ("n2", 2)]
+        assert [b.node for b in batches] == sorted(b.node for b in batches)  # n1's came first
+        assert sum(b.n_files for b in batches) == 4  # each file recalled once
+        assert len(sim.invocations("recall")) == len(batches)
         wait_for(lambda: roles() == {"n2": LEADER}, 10, "the first to leave the table")
     finally:
         for e, t in zip(stops, threads, strict=True):
