@@ -9,9 +9,11 @@ stage app makes it (`--keep-alive` reuses them), for two files: one resident
 from the store). Beside them runs `bare`: the least any Flask handler of
 this API can do (bare_app.py: parse the body, check the key in constant
 time, answer resident) under the same gunicorn settings. The servers run
-side by side and take turns, round after round (`--rounds`), so a noisy
-machine hits all alike; the tables give each figure's median over the
-rounds, each engine's ratio to the bare handler, and PostgreSQL's to SQLite.
+side by side and take turns: each figure (file, connections) is measured on
+every server back to back, round after round (`--rounds`), so a noisy
+machine hits all alike. The tables give each figure's median over the
+rounds and, for each engine against the bare handler (and PostgreSQL
+against SQLite), the median of the rounds' ratios, each round's beside it.
 It also counts the eeadm calls made during each run.
 
     apt-get install wrk postgresql
@@ -47,25 +49,43 @@ from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
 ROOT = Path(__file__).resolve().parent.parent
 RECALL = "/api/v0.5/globus_recall/globus_recall"
 KEY = "bench-key"
+FILES = ("resident", "in flight")
 
 LUA = """\
 wrk.method = "POST"
-wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-API-KEY"] = "{key}"
-{close}"""
+{close}bodies = {{ {bodies} }}
+n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, bodies[n % #bodies + 1])
+end
+"""
+
+
+def lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def wrk(
-    url: str, body: dict, connections: int, seconds: int, tmp: Path, *, keep_alive: bool = False
+    url: str,
+    bodies: list[dict],
+    connections: int,
+    seconds: int,
+    tmp: Path,
+    *,
+    keep_alive: bool = False,
 ) -> dict:
-    """One wrk run. Without keep_alive each request comes on a new connection,
-    as the stage app's do (one process per poll): gunicorn's workers then
-    share the load request by request, where a few kept-alive connections
-    can all land on one worker and leave the other idle."""
+    """One wrk run, each thread posting `bodies` in turn. Without keep_alive
+    each request comes on a new connection, as the stage app's do (one
+    process per poll): gunicorn's workers then share the load request by
+    request, where a few kept-alive connections can all land on one worker
+    and leave the other idle."""
     script = tmp / "post.lua"
     close = "" if keep_alive else 'wrk.headers["Connection"] = "close"\n'
-    script.write_text(LUA.format(body=json.dumps(body), key=KEY, close=close))
+    listed = ", ".join(lua_string(json.dumps(b)) for b in bodies)
+    script.write_text(LUA.format(bodies=listed, key=KEY, close=close))
     out = subprocess.run(
         [
             "wrk",
@@ -100,10 +120,13 @@ def wrk(
 
 
 def serve(tmp: Path, name: str, store_url: str, args: argparse.Namespace) -> dict:
-    """A service on its own library and state; its URL, calls log and files."""
+    """A service on its own library and state; its URL, calls log and the
+    bodies of its polls: `args.files` resident files (each already looked up)
+    and as many in flight (one recall that never ends, the rest queued)."""
     base = tmp / name
-    fs = init_library(base / "lib", Layout(time_scale=1.0), Timing())
-    resident, migrated = (Library.list_paths(base / "lib", s)[0] for s in ("R", "M"))
+    n = args.files
+    fs = init_library(base / "lib", Layout(files=10 * n, time_scale=1.0), Timing())
+    resident, migrated = (Library.list_paths(base / "lib", s)[:n] for s in ("R", "M"))
     calls = base / "calls.log"
     command = devserver.eeadm_wrapper(
         base / "eeadm",
@@ -127,16 +150,22 @@ def serve(tmp: Path, name: str, store_url: str, args: argparse.Namespace) -> dic
         "ACCESS_LOG": "false",
     }
     server = devserver.start(env, base / "gunicorn.log")
+    bodies = {
+        "resident": [{"path": p, "globus_taskid": "load"} for p in resident],
+        "in flight": [{"path": p, "globus_taskid": "load"} for p in migrated],
+    }
     hdr = {"X-API-KEY": KEY}
-    in_flight = {"path": migrated, "globus_taskid": "load"}
-    requests.post(server.url + RECALL, json=in_flight, headers=hdr, timeout=10)
+    for body in bodies["in flight"]:
+        requests.post(server.url + RECALL, json=body, headers=hdr, timeout=10)
     for _ in range(100):  # wait until the stager has the recall running
         if "recall" in (calls.read_text() if calls.exists() else ""):
             break
         time.sleep(0.1)
-    for _ in range(4):  # warm every worker's cache for the resident file
-        requests.post(server.url + RECALL, json={"path": resident}, headers=hdr, timeout=10)
-    bodies = {"resident": {"path": resident, "globus_taskid": "load"}, "in flight": in_flight}
+    for body in bodies["in flight"]:
+        r = requests.post(server.url + RECALL, json=body, headers=hdr, timeout=10)
+        assert r.json() == {"state": "archived"}, r.text
+    # every worker looks each resident file up once: a short run over all of them
+    wrk(server.url, bodies["resident"], 8, 2, base)
     return {"server": server, "calls": calls, "bodies": bodies}
 
 
@@ -155,19 +184,23 @@ def serve_bare(tmp: Path, args: argparse.Namespace) -> dict:
     )
     calls = tmp / "bare-calls.log"  # it runs no eeadm
     calls.write_text("")
-    body = {"path": "/gpfs/any/file", "globus_taskid": "load"}
-    return {"server": server, "calls": calls, "bodies": {"resident": body, "in flight": body}}
+    paths = [f"/gpfs/any/file{i:05d}.dat" for i in range(args.files)]
+    bodies = [{"path": p, "globus_taskid": "load"} for p in paths]
+    return {"server": server, "calls": calls, "bodies": dict.fromkeys(FILES, bodies)}
 
 
-def ratio_table(med: dict, over: str, base: str, title: str) -> None:
-    """`over`'s requests/s and p99 against `base`'s, per file and connections."""
-    print(f"\n| file | connections | {title} requests/s | p99 {title} |")
-    print("|---|---|---|---|")
-    for (mode, name, conns), m in med.items():
+def ratio_table(runs: dict, over: str, base: str, title: str) -> None:
+    """`over`'s requests/s and p99 against `base`'s, per file and connections:
+    the median of each round's ratio (the two ran back to back)."""
+    print(f"\n| file | connections | {title} requests/s | p99 {title} | rounds |")
+    print("|---|---|---|---|---|")
+    for (mode, name, conns), rs in runs.items():
         if mode == over:
-            b = med[(base, name, conns)]
-            rps, p99 = m["rps"] / b["rps"], m["p99_ms"] / b["p99_ms"]
-            print(f"| {name} | {conns} | {rps:.2f} | {p99:.2f} |")
+            pairs = list(zip(rs, runs[(base, name, conns)], strict=True))
+            rps = statistics.median(o["rps"] / b["rps"] for o, b in pairs)
+            p99 = statistics.median(o["p99_ms"] / b["p99_ms"] for o, b in pairs)
+            each = " ".join(f"{o['rps'] / b['rps']:.2f}" for o, b in pairs)
+            print(f"| {name} | {conns} | {rps:.2f} | {p99:.2f} | {each} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument(
+        "--files", type=int, default=100, help="distinct files each run polls in turn, per kind"
+    )
     ap.add_argument(
         "--modes",
         nargs="+",
@@ -205,13 +241,13 @@ def main(argv: list[str] | None = None) -> int:
                 url = cluster.create_database("load") if mode == "postgresql" else ""
                 services[mode] = serve(tmp, mode, url, args)
             for n in range(args.rounds):
-                for mode, svc in services.items():
-                    for name, body in svc["bodies"].items():
-                        for conns in (8, 64):
+                for name in FILES:
+                    for conns in (8, 64):
+                        for mode, svc in services.items():  # the modes back to back
                             before = len(svc["calls"].read_text().splitlines())
                             r = wrk(
                                 svc["server"].url,
-                                body,
+                                svc["bodies"][name],
                                 conns,
                                 args.seconds,
                                 tmp,
@@ -246,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     modes = set(args.modes)
     for engine, title in (("sqlite", "SQLite / bare"), ("postgresql", "PostgreSQL / bare")):
         if {engine, "bare"} <= modes:
-            ratio_table(med, engine, "bare", title)
+            ratio_table(runs, engine, "bare", title)
     if {"sqlite", "postgresql"} <= modes:
-        ratio_table(med, "postgresql", "sqlite", "PostgreSQL / SQLite")
+        ratio_table(runs, "postgresql", "sqlite", "PostgreSQL / SQLite")
     return 0 if all(m["non_2xx"] == 0 for m in med.values()) else 1
 
 

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--seconds", type=int, default=12)
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--files", type=int, default=100, help="distinct files polled in turn")
     args = ap.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists() or not shutil.which("wrk"):
@@ -56,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="profile-") as d:
         tmp = Path(d)
         url = cluster.create_database("profile") if cluster else ""
-        svc = serve(tmp, args.engine, url, argparse.Namespace(workers=2, threads=8))
+        settings = argparse.Namespace(workers=2, threads=8, files=args.files)
+        svc = serve(tmp, args.engine, url, settings)
         server = svc["server"]
         try:
-            body = svc["bodies"][args.file]
+            bodies = svc["bodies"][args.file]
             load = threading.Thread(
-                target=wrk, args=(server.url, body, args.connections, args.seconds, tmp)
+                target=wrk, args=(server.url, bodies, args.connections, args.seconds, tmp)
             )
             load.start()
             time.sleep(2)  # past the start of the run
