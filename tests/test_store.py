@@ -516,6 +516,31 @@ def test_the_stager_lease_has_one_holder_and_a_new_epoch_at_each_take_over(store
     assert leases.take("a:1", "n1", 30) == 3
 
 
+def test_writes_no_poll_reads_keep_the_answers_polls_keep(store, wait_for):
+    """The lease, the node table, readiness probes, lookup counts and eeadm's
+    health change nothing a poll reads, so what polls keep in memory stays;
+    a change to a file drops it (the hot poll, docs/architecture.md)."""
+    reads = iter(range(100))
+    kept = lambda: store.db.remembered("/gpfs/f1", "k", lambda: next(reads))  # noqa: E731
+    kept()  # starts PostgreSQL's listener, which keeps nothing before it listens
+    if store.engine == "postgresql":
+        wait_for(lambda: store.db.changes.live, 10, "listening")
+    first = kept()
+    assert kept() == first
+    epoch = store.leases.take("a:1", "n1", 30)
+    store.leases.renew("a:1", epoch, 30)
+    store.leases.heartbeat("a:1", "n1", LEADER, "1.0", epoch)
+    store.leases.forget_members(3600)
+    store.ops.probe("ready")
+    store.ops.note_eeadm("file state", "ok", 0.1, None)
+    store.polls.lookup_running(+1)
+    store.leases.release("a:1", epoch)
+    store.leases.leave("a:1")
+    assert kept() == first  # still kept
+    store.polls.request("/gpfs/f1", None, "globus", "t1")
+    assert kept() == first + 1  # read afresh
+
+
 def test_a_fenced_write_is_refused_once_another_took_the_lease(store, wait_for):
     epoch = store.leases.take("a:1", "n1", 0.3)
     leader = store.fenced("a:1", epoch)

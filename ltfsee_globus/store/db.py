@@ -100,11 +100,13 @@ class Database(ABC):
     now_sql: str
 
     @abstractmethod
-    def write(self, work: Callable[[Tx], T]) -> T:
+    def write(self, work: Callable[[Tx], T], *, polls: bool = True) -> T:
         """Run `work` in one write transaction and commit; StoreUnavailable when
         the store cannot take it. `work` may run more than once (an engine
         retries a transaction that lost a race), so it must only touch the
-        database."""
+        database. `polls=False` says `work` changes nothing a poll's lookup
+        reads (neither `files` nor `requesters`: the lease, the node table,
+        eeadm's health), so the answers polls keep (`remembered`) stay."""
 
     @abstractmethod
     def read(self, work: Callable[[Tx], T]) -> T:

@@ -210,7 +210,8 @@ class Polls:
                 "since = CASE WHEN lookups.running = 0 THEN excluded.since "
                 "ELSE lookups.since END",
                 (self.owner, max(delta, 0), now, delta, delta),
-            )
+            ),
+            polls=False,
         )
 
 

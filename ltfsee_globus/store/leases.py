@@ -78,7 +78,8 @@ class Leases:
                 f"WHERE name = ? AND (holder IS NULL OR expires_at <= {self.now}) "
                 "RETURNING epoch",
                 (holder, node, seconds, STAGER),
-            )
+            ),
+            polls=False,
         )
         return None if row is None else int(row[0])
 
@@ -90,7 +91,8 @@ class Leases:
                 f"UPDATE leases SET expires_at = {self.now} + ? WHERE name = ? AND holder = ? "
                 f"AND epoch = ? AND expires_at > {self.now} RETURNING epoch",
                 (seconds, STAGER, holder, epoch),
-            )
+            ),
+            polls=False,
         )
         return row is not None
 
@@ -101,7 +103,8 @@ class Leases:
                 "UPDATE leases SET holder = NULL, expires_at = 0 "
                 "WHERE name = ? AND holder = ? AND epoch = ?",
                 (STAGER, holder, epoch),
-            )
+            ),
+            polls=False,
         )
 
     def current(self) -> Lease:
@@ -139,11 +142,14 @@ class Leases:
                 "ON CONFLICT (owner) DO UPDATE SET role = excluded.role, "
                 "epoch = excluded.epoch, heartbeat_at = excluded.heartbeat_at",
                 (owner, node, role, version, epoch),
-            )
+            ),
+            polls=False,
         )
 
     def leave(self, owner: str) -> None:
-        self.db.write(lambda c: c.execute("DELETE FROM members WHERE owner = ?", (owner,)))
+        self.db.write(
+            lambda c: c.execute("DELETE FROM members WHERE owner = ?", (owner,)), polls=False
+        )
 
     def members(self) -> list[Member]:
         """Every process seen, newest heartbeat first per node."""
@@ -161,7 +167,8 @@ class Leases:
                 c.execute(
                     f"DELETE FROM members WHERE heartbeat_at < {self.now} - ?", (silent_for,)
                 ).rowcount
-            )
+            ),
+            polls=False,
         )
 
 
@@ -175,12 +182,12 @@ class Fenced(Database):
         self.lock_rows, self.lock_row = inner.lock_rows, inner.lock_row
         self.share_row, self.now_sql = inner.share_row, inner.now_sql
 
-    def write(self, work: Callable[[Tx], T]) -> T:
+    def write(self, work: Callable[[Tx], T], *, polls: bool = True) -> T:
         def fenced(c: Tx) -> T:
             self.leases.check(c, self.holder, self.epoch)
             return work(c)
 
-        return self.inner.write(fenced)
+        return self.inner.write(fenced, polls=polls)
 
     def read(self, work: Callable[[Tx], T]) -> T:
         return self.inner.read(work)

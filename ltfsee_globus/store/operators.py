@@ -128,7 +128,8 @@ class Operators:
                 "INSERT INTO probes (name, at) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET at = excluded.at",
                 (f"{name}@{self.owner}", self.clock()),
-            )
+            ),
+            polls=False,
         )
 
     def note_eeadm(self, subcommand: str, outcome: str, seconds: float, error: str | None) -> None:
@@ -146,7 +147,8 @@ class Operators:
                 "last_error = coalesce(excluded.last_error, eeadm_health.last_error), "
                 "last_error_at = coalesce(excluded.last_error_at, eeadm_health.last_error_at)",
                 (subcommand, now, outcome, seconds, int(failed), error, now if failed else None),
-            )
+            ),
+            polls=False,
         )
 
     def eeadm_health(self) -> list[EeadmHealth]:

@@ -169,7 +169,7 @@ class PostgresDatabase(Database):
         log.info("store: a dropped connection (%s); checking the pool", type(exc).__name__)
         self._pool.check()
 
-    def write(self, work: Callable[[Tx], T]) -> T:
+    def write(self, work: Callable[[Tx], T], *, polls: bool = True) -> T:
         race = drop = 0
         while True:
             conn: psycopg.Connection | None = None
@@ -179,7 +179,8 @@ class PostgresDatabase(Database):
                     with conn.transaction():
                         result = work(_PgTx(conn))
                         committing = True
-                    self.changes.drop()  # read-your-writes: before our own notice is back
+                    if polls:  # read-your-writes: before our own notice is back
+                        self.changes.drop()
                     return result
             except psycopg.errors.TransactionRollback as exc:
                 race += 1

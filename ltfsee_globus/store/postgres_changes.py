@@ -11,7 +11,8 @@ change:
   `*` for a statement that changed many rows; one thread per process
   LISTENs on its own connection and drops what they name;
 - this process's own commits drop everything at once (read-your-writes,
-  before its own notice comes back);
+  before its own notice comes back), but for writes that touch neither
+  table (the lease, the node table: Database.write's `polls=False`);
 - a read that overlapped a change is not kept (a sequence number taken
   before the read must still hold after it);
 - while the listening connection is down nothing is kept, and everything

@@ -107,14 +107,14 @@ class SqliteDatabase(Database):
             self._local.conn = conn
         return conn
 
-    def write(self, work: Callable[[Tx], T]) -> T:
+    def write(self, work: Callable[[Tx], T], *, polls: bool = True) -> T:
         conn = self.connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = work(_SqliteTx(conn))
                 conn.execute("COMMIT")
-                if self._mark is not None:  # kept reads of every process are stale now
+                if polls and self._mark is not None:  # every process's kept reads are stale
                     self._mark.set_new()
             finally:
                 if conn.in_transaction:  # an error, or a COMMIT that failed

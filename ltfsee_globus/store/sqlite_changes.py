@@ -7,7 +7,10 @@ kept read on PostgreSQL beat SQLite's plain one). So each process keeps what
 its polls read, tagged with a *commit mark*: 8 bytes in a small memory-mapped
 file beside the database (`ltfsee-globus.db-commits`) that every write of
 every process on the host (service, stager, CLI) sets to a new random value
-after its COMMIT. A kept answer is used only while the mark is the one it
+after its COMMIT, but for writes that change nothing a poll reads (the
+lease, the node table, readiness probes: Database.write's `polls=False`,
+which come every second or so and would otherwise drop everything as
+often). A kept answer is used only while the mark is the one it
 was read under, and never longer than MAX_AGE: reading the mark is a memory
 load, no system call, no lock.
 
@@ -18,8 +21,8 @@ load, no system call, no lock.
   MAX_AGE old; a write by anything but this package (the sqlite3 shell)
   sets no mark, with the same bound.
 
-Coarser than PostgreSQL's per-file notices (any commit drops every kept
-answer), which suits one host: writes come from one stager and the polls of
+Coarser than PostgreSQL's per-file notices (any other commit drops every
+kept answer), which suits one host: writes come from one stager and the polls of
 new files, and each costs the next polls one read each.
 """
 
