@@ -65,6 +65,7 @@ end
 
 
 def lua_string(text: str) -> str:
+    """`text` as a Lua string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
