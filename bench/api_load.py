@@ -4,16 +4,17 @@ Starts the real service (gunicorn, embedded stager, shipped defaults but for
 the settings below) once per store engine, each on its own small simulated
 library whose `eeadm recall` never finishes, then drives the stage app's
 request at 8 and 64 concurrent clients, each poll on a new connection as the
-stage app makes it (`--keep-alive` reuses them), for two files: one resident
-(answered from the state cache) and one whose recall is in flight (answered
-from the store). Beside them runs `bare`: the least any Flask handler of
-this API can do (bare_app.py: parse the body, check the key in constant
-time, answer resident) under the same gunicorn settings. The servers run
-side by side and take turns: each figure (file, connections) is measured on
-every server back to back, round after round (`--rounds`), so a noisy
-machine hits all alike. The tables give each figure's median over the
-rounds and, for each engine against the bare handler (and PostgreSQL
-against SQLite), the median of the rounds' ratios, each round's beside it.
+stage app makes it (`--keep-alive` reuses them), over `--files` distinct
+files of each kind in turn: resident files (answered from the state cache)
+and files whose recall is in flight (answered from the store). Beside them
+runs `bare`: the least any Flask handler of this API can do (bare_app.py:
+parse the body, check the key in constant time, answer resident) under the
+same gunicorn settings. The servers run side by side and take turns: each
+figure (file, connections) is measured on every server back to back, round
+after round (`--rounds`), so a noisy machine hits all alike. The tables give
+each figure's median over the rounds and, for each engine against the bare
+handler (and PostgreSQL against SQLite), the median of the rounds' ratios,
+each round's beside it.
 It also counts the eeadm calls made during each run.
 
     apt-get install wrk postgresql
@@ -129,7 +130,6 @@ def serve(tmp: Path, name: str, store_url: str, args: argparse.Namespace) -> dic
     fs = init_library(base / "lib", Layout(files=10 * n, time_scale=1.0), Timing())
     resident, migrated = (Library.list_paths(base / "lib", s)[:n] for s in ("R", "M"))
     calls = base / "calls.log"  # a line per eeadm call
-    calls.parent.mkdir(parents=True, exist_ok=True)
     calls.touch()
     command = devserver.eeadm_wrapper(
         base / "eeadm",
@@ -161,7 +161,7 @@ def serve(tmp: Path, name: str, store_url: str, args: argparse.Namespace) -> dic
     for body in bodies["in flight"]:
         requests.post(server.url + RECALL, json=body, headers=hdr, timeout=10)
     for _ in range(100):  # wait until the stager has the recall running
-        if "recall" in (calls.read_text() if calls.exists() else ""):
+        if "recall" in calls.read_text():
             break
         time.sleep(0.1)
     for body in bodies["in flight"]:
