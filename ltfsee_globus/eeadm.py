@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 import signal
 import subprocess
 import time
@@ -66,6 +67,36 @@ class Result:
 TASK_WATCH, TASK_HEAD = 0.2, 65536
 
 
+def _ended(proc: subprocess.Popen, seconds: float) -> bool:
+    """Whether `proc` ends (and is reaped) within `seconds`.
+
+    One blocking wait on a pidfd (Linux 5.3+), so a recall that runs for hours
+    costs no wake-ups; Popen.wait(timeout) would wake every 50 ms to look,
+    each wake taking the GIL from the request threads. Kernels without pidfd
+    (RHEL 8) get that polling wait."""
+    if proc.returncode is not None:
+        return True
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # ENOSYS: no pidfd on this kernel
+        try:
+            proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        waiter = select.poll()
+        waiter.register(fd, select.POLLIN)
+        deadline = time.monotonic() + seconds
+        while not waiter.poll(min(max(deadline - time.monotonic(), 0.0), 3600.0) * 1000):
+            if time.monotonic() >= deadline:
+                return False
+    finally:
+        os.close(fd)
+    proc.wait()  # it has ended: this reaps it
+    return True
+
+
 def _watch_for_task(
     proc: subprocess.Popen, log_path: Path, deadline: float, on_task: Callable[[str], None]
 ) -> None:
@@ -80,11 +111,8 @@ def _watch_for_task(
         if (task_id := find_task_id(head)) is not None:
             on_task(task_id)
             return
-        try:
-            proc.wait(timeout=min(TASK_WATCH, max(deadline - time.monotonic(), 0.0)))
+        if _ended(proc, min(TASK_WATCH, max(deadline - time.monotonic(), 0.0))):
             return  # ended before it printed one: the caller reads what it said
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -179,8 +207,11 @@ class Eeadm:
             on_start(proc.pid)
         deadline = time.monotonic() + timeout
         try:
-            if on_task is not None and log_path is not None:
-                _watch_for_task(proc, log_path, deadline, on_task)
+            if log_path is not None:  # no pipe to wait on: wait for the process
+                if on_task is not None:
+                    _watch_for_task(proc, log_path, deadline, on_task)
+                if not _ended(proc, max(deadline - time.monotonic(), 0.0)):
+                    raise subprocess.TimeoutExpired(argv, timeout)
             stdout, _ = proc.communicate(timeout=max(deadline - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:
             _kill_group(proc)

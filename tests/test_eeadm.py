@@ -1,6 +1,7 @@
 """The eeadm runner against fake eeadm scripts: output, failure, timeout, garbage."""
 
 import os
+import resource
 import time
 
 import pytest
@@ -99,3 +100,48 @@ def test_recall_output_goes_to_the_log_file(fake_eeadm, tmp_path):
     assert res.output.strip() == f"args: recall {listing} -l lib1 --resident"
     assert (tmp_path / "log").read_text() == res.output
     assert len(started) == 1 and started[0] > 0
+
+
+def test_a_recall_that_outlives_its_timeout_is_killed_and_its_output_kept(fake_eeadm, tmp_path):
+    listing = tmp_path / "list"
+    listing.write_text("/gpfs/a\n")
+    cmd = fake_eeadm("echo 'GLESL700I: Task selective_recall was created, task ID is 7.'; sleep 60")
+    tasks = []
+    with pytest.raises(EeadmError) as info:
+        Eeadm(cmd, timeout=5).recall(
+            listing,
+            library=None,
+            resident=False,
+            timeout=0.5,
+            log_path=tmp_path / "log",
+            on_task=tasks.append,
+        )
+    assert info.value.timed_out
+    assert tasks == ["7"]
+    assert "task ID is 7" in info.value.output
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no os.pidfd_open")
+def test_waiting_for_a_running_recall_does_not_wake_to_look(fake_eeadm, tmp_path):
+    """A recall runs for hours: its thread sleeps until it ends (a pidfd), not
+    waking every 50 ms as Popen.wait(timeout) does (about 25 times a second)."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        pytest.skip("this kernel has no pidfd (Linux < 5.3)")
+    listing = tmp_path / "list"
+    listing.write_text("/gpfs/a\n")
+    cmd = fake_eeadm("echo 'GLESL700I: Task selective_recall was created, task ID is 8.'; sleep 1.5")
+    tasks = []
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+    res = Eeadm(cmd, timeout=5).recall(
+        listing,
+        library=None,
+        resident=False,
+        timeout=30,
+        log_path=tmp_path / "log",
+        on_task=tasks.append,
+    )
+    switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - before
+    assert res.returncode == 0 and tasks == ["8"]
+    assert switches < 15, f"the waiting thread woke {switches} times in 1.5 s"
