@@ -68,6 +68,8 @@ def test_every_request_is_counted_by_route_method_and_status(client, sim, header
     assert client.post(poll, json={"path": "relative"}, headers=headers).status_code == 400
     assert client.get(poll, headers=headers).status_code == 405
     assert client.get("/no/such/route", headers=headers).status_code == 404
+    for made_up in ("BREW", "X-1", "WHEN"):  # each would be a new series
+        assert client.open(poll, method=made_up, headers=headers).status_code == 405
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
@@ -82,6 +84,8 @@ def test_every_request_is_counted_by_route_method_and_status(client, sim, header
     assert count(poll, "POST", "400") == 1
     assert count("unmatched", "GET", "405") == 1  # no rule matched the method
     assert count("unmatched", "GET", "404") == 1
+    assert count("unmatched", "other", "405") == 3
+    assert not [labels for name, labels in samples if ("method", "BREW") in labels]
     timed = ("ltfsee_http_request_duration_seconds_count", (("method", "POST"), ("route", poll)))
     assert samples[timed] == 2
     assert samples[("ltfsee_polls_total", (("answer", "resident"),))] == 1
