@@ -131,7 +131,7 @@ def test_waiting_for_a_running_recall_does_not_wake_to_look(fake_eeadm, tmp_path
         pytest.skip("this kernel has no pidfd (Linux < 5.3)")
     listing = tmp_path / "list"
     listing.write_text("/gpfs/a\n")
-    cmd = fake_eeadm("echo 'GLESL700I: Task selective_recall was created, task ID is 8.'; sleep 1.5")
+    cmd = fake_eeadm("echo 'GLESL700I: Task selective_recall, task ID is 8.'; sleep 1.5")
     tasks = []
     before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
     res = Eeadm(cmd, timeout=5).recall(
