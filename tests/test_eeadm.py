@@ -102,20 +102,25 @@ def test_recall_output_goes_to_the_log_file(fake_eeadm, tmp_path):
     assert len(started) == 1 and started[0] > 0
 
 
-def test_a_recall_that_outlives_its_timeout_is_killed_and_its_output_kept(fake_eeadm, tmp_path):
+def recall_printing_task(fake_eeadm, tmp_path, then: str, timeout: float, tasks: list):
+    """A recall by a fake eeadm that prints task ID 7, then runs shell `then`."""
     listing = tmp_path / "list"
     listing.write_text("/gpfs/a\n")
-    cmd = fake_eeadm("echo 'GLESL700I: Task selective_recall was created, task ID is 7.'; sleep 60")
+    cmd = fake_eeadm(f"echo 'GLESL700I: Task selective_recall, task ID is 7.'; {then}")
+    return Eeadm(cmd, timeout=5).recall(
+        listing,
+        library=None,
+        resident=False,
+        timeout=timeout,
+        log_path=tmp_path / "log",
+        on_task=tasks.append,
+    )
+
+
+def test_a_recall_that_outlives_its_timeout_is_killed_and_its_output_kept(fake_eeadm, tmp_path):
     tasks = []
     with pytest.raises(EeadmError) as info:
-        Eeadm(cmd, timeout=5).recall(
-            listing,
-            library=None,
-            resident=False,
-            timeout=0.5,
-            log_path=tmp_path / "log",
-            on_task=tasks.append,
-        )
+        recall_printing_task(fake_eeadm, tmp_path, "sleep 60", 0.5, tasks)
     assert info.value.timed_out
     assert tasks == ["7"]
     assert "task ID is 7" in info.value.output
@@ -129,19 +134,9 @@ def test_waiting_for_a_running_recall_does_not_wake_to_look(fake_eeadm, tmp_path
         os.close(os.pidfd_open(os.getpid()))
     except OSError:
         pytest.skip("this kernel has no pidfd (Linux < 5.3)")
-    listing = tmp_path / "list"
-    listing.write_text("/gpfs/a\n")
-    cmd = fake_eeadm("echo 'GLESL700I: Task selective_recall, task ID is 8.'; sleep 1.5")
     tasks = []
     before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
-    res = Eeadm(cmd, timeout=5).recall(
-        listing,
-        library=None,
-        resident=False,
-        timeout=30,
-        log_path=tmp_path / "log",
-        on_task=tasks.append,
-    )
+    res = recall_printing_task(fake_eeadm, tmp_path, "sleep 1.5", 30, tasks)
     switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - before
-    assert res.returncode == 0 and tasks == ["8"]
+    assert res.returncode == 0 and tasks == ["7"]
     assert switches < 15, f"the waiting thread woke {switches} times in 1.5 s"
