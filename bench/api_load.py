@@ -11,14 +11,18 @@ runs `bare`: the least any Flask handler of this API can do (bare_app.py:
 parse the body, check the key in constant time, answer resident) under the
 same gunicorn settings. The servers run side by side and take turns: each
 figure (file, connections) is measured on every server back to back, round
-after round (`--rounds`), so a noisy machine hits all alike. The tables give
+after round (`--rounds`), each round starting with the next server, so a
+noisy machine hits all alike and none always runs first. The tables give
 each figure's median over the rounds and, for each engine against the bare
 handler (and PostgreSQL against SQLite), the median of the rounds' ratios,
-each round's beside it.
+each round's beside it. `--against REF` adds the build at git REF (on
+SQLite, exported from git) as one more server taking its turn, so a change
+is measured against the build before it in the same run.
 It also counts the eeadm calls made during each run.
 
     apt-get install wrk postgresql
     python bench/api_load.py [--seconds 10] [--rounds 3] [--modes sqlite postgresql bare]
+    python bench/api_load.py --modes sqlite bare --against HEAD~3   # this build against another
 
 Settings changed from the shipped defaults, the same for every engine:
 BATCH_WINDOW=0 and PREFETCH=false (the one in-flight file goes at once),
@@ -43,7 +47,7 @@ import time
 from pathlib import Path
 
 import requests
-from harness import devserver, pgcluster
+from harness import devserver, pgcluster, source_tree
 
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library
 
@@ -121,10 +125,13 @@ def wrk(
     }
 
 
-def serve(tmp: Path, name: str, store_url: str, args: argparse.Namespace) -> dict:
-    """A service on its own library and state; its URL, calls log and the
-    bodies of its polls: `args.files` resident files (each already looked up)
-    and as many in flight (one recall that never ends, the rest queued)."""
+def serve(
+    tmp: Path, name: str, store_url: str, args: argparse.Namespace, root: Path = ROOT
+) -> dict:
+    """A service (from source tree `root`) on its own library and state; its
+    URL, calls log and the bodies of its polls: `args.files` resident files
+    (each already looked up) and as many in flight (one recall that never
+    ends, the rest queued)."""
     base = tmp / name
     n = args.files
     fs = init_library(base / "lib", Layout(files=10 * n, time_scale=1.0), Timing())
@@ -152,7 +159,7 @@ def serve(tmp: Path, name: str, store_url: str, args: argparse.Namespace) -> dic
         "CACHE_DEFAULT_TIMEOUT": "3600",
         "ACCESS_LOG": "false",
     }
-    server = devserver.start(env, base / "gunicorn.log")
+    server = devserver.start(env, base / "gunicorn.log", root=root)
     bodies = {
         "resident": [{"path": p, "globus_taskid": "load"} for p in resident],
         "in flight": [{"path": p, "globus_taskid": "load"} for p in migrated],
@@ -228,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the service on each store engine, and the bare Flask handler",
     )
     ap.add_argument(
+        "--against",
+        metavar="REF",
+        help="also run the build at git REF on SQLite (mode `against`), paired like the rest",
+    )
+    ap.add_argument(
         "--keep-alive",
         action="store_true",
         help="reuse each connection (FTS-like) instead of one per poll (the stage app's)",
@@ -248,10 +260,16 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 url = cluster.create_database("load") if mode == "postgresql" else ""
                 services[mode] = serve(tmp, mode, url, args)
+            if args.against:
+                services["against"] = serve(
+                    tmp, "against", "", args, root=source_tree(tmp, args.against)
+                )
             for n in range(args.rounds):
                 for name in FILES:
                     for conns in (8, 64):
-                        for mode, svc in services.items():  # the modes back to back
+                        order = list(services.items())  # back to back, each round
+                        k = n % len(order)  # starting one further on: no mode always first
+                        for mode, svc in order[k:] + order[:k]:
                             before = len(svc["calls"].read_text().splitlines())
                             r = wrk(
                                 svc["server"].url,
@@ -287,12 +305,18 @@ def main(argv: list[str] | None = None) -> int:
             f"| {engine} | {name} | {conns} | {m['rps']:.0f} | {m['p50_ms']:.2f} "
             f"| {m['p99_ms']:.2f} | {m['non_2xx']} | {m['eeadm_calls']} |"
         )
-    modes = set(args.modes)
-    for engine, title in (("sqlite", "SQLite / bare"), ("postgresql", "PostgreSQL / bare")):
+    modes = set(services)
+    for engine, title in (
+        ("sqlite", "SQLite / bare"),
+        ("postgresql", "PostgreSQL / bare"),
+        ("against", f"{args.against} / bare"),
+    ):
         if {engine, "bare"} <= modes:
             ratio_table(runs, engine, "bare", title)
     if {"sqlite", "postgresql"} <= modes:
         ratio_table(runs, "postgresql", "sqlite", "PostgreSQL / SQLite")
+    if {"sqlite", "against"} <= modes:
+        ratio_table(runs, "sqlite", "against", f"SQLite / {args.against}")
     return 0 if all(m["non_2xx"] == 0 for m in med.values()) else 1
 
 

@@ -54,7 +54,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import requests
-from harness import devserver
+from harness import devserver, source_tree
 
 from ltfsee_globus.config import Settings
 from ltfsee_globus.prefetch import walk_key
@@ -282,18 +282,6 @@ def oracle(where: Path, tree: Tree, placement: str, seed: int, workload, rng) ->
 
 
 # -- the service -------------------------------------------------------------------------------
-def legacy_tree(work: Path, ref: str) -> Path:
-    """The source tree of release `ref`, exported from git."""
-    dest = work / f"src-{ref}"
-    if not dest.exists():
-        dest.mkdir()
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest
-
-
 def service_env(
     mode: str, scale: float, tmp: Path, lib_root: Path, command: list[str], drives: int
 ) -> dict:
@@ -424,7 +412,7 @@ def run(workload: Workload, placement: str, mode: str, args, work: Path) -> dict
     asked = {f for c in clients for f in c.files}
     calls = tmp / "calls.log"
     command = devserver.eeadm_wrapper(tmp / "eeadm", lib_root, calls)
-    root = legacy_tree(work, args.legacy_ref) if mode == "legacy" else ROOT
+    root = source_tree(work, args.legacy_ref) if mode == "legacy" else ROOT
     env = service_env(mode, scale, tmp, lib_root, command, workload.tree.drives)
     server = devserver.start(env, tmp / "gunicorn.log", root=root)
     lib = Library(lib_root)
