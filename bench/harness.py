@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def source_tree(work: Path, ref: str) -> Path:
     """This repository's source tree at git `ref`, exported under `work` (an
     earlier build to run beside this one: devserver.start(..., root=it))."""
-    dest = work / f"src-{ref}"
+    dest = work / ("src-" + ref.replace("/", "_"))  # a ref may hold slashes
     if not dest.exists():
         dest.mkdir()
         archive = subprocess.run(
