@@ -13,8 +13,6 @@ from support import devserver
 
 __all__ = ["devserver", "pgcluster", "source_tree"]
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def source_tree(work: Path, ref: str) -> Path:
     """This repository's source tree at git `ref`, exported under `work` (an
@@ -23,7 +21,7 @@ def source_tree(work: Path, ref: str) -> Path:
     if not dest.exists():
         dest.mkdir()
         archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
+            ["git", "-C", str(devserver.ROOT), "archive", ref], check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest
