@@ -139,17 +139,28 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
             if not rec.known or not rec.requested:  # who wants it, and useful prefetch
                 svc.store.polls.note_requester(path, "globus", ref, trigger_prefetch=trigger)
             return answer
+
+    def resident() -> str:
+        if rec is not None and not rec.requested:  # prefetched long ago, asked for now
+            svc.store.polls.note_requester(path, "globus", ref, trigger_prefetch=trigger)
+        return "resident"
+
+    # Every cached state was looked up right after its path passed require_file,
+    # so, within VERIFIED_TTL, one on disk is a verification like a DONE
+    # record's: the resident answer needs no second path check or stat. Any
+    # other answer (a recall to queue) checks the path now.
+    newer = max(rec.updated_at if rec else 0.0, svc.clock() - s.VERIFIED_TTL)
+    hit = svc.lookup.cached(path, newer)
+    if hit is not None and hit.on_disk:
+        return resident()
     info = require_file(path, s.MANAGED_ROOTS)
     size = info.st_size if info else None
-    prefetched_unasked = rec is not None and not rec.requested
 
     def act(st: Outcome | None) -> str:
         """Answer from the file's state: on disk, or queued for a recall."""
         st = usable(st)
         if st.on_disk:
-            if prefetched_unasked:  # prefetched long ago, asked for now
-                svc.store.polls.note_requester(path, "globus", ref, trigger_prefetch=trigger)
-            return "resident"
+            return resident()
         try:
             where = place(
                 st.tapes,
@@ -188,7 +199,7 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
         except (RecallFailed, UnusableState, StoreUnavailable) as exc:
             log.info("%s: not queued after its lookup (%s); its next poll retries", path, exc)
 
-    st = svc.lookup.state(path, rec.updated_at if rec else 0.0, then=later)
+    st = hit if hit is not None else svc.lookup.fetch([path], then=later).get(path)
     if st is None:  # every lookup seat is taken: `later` queues it once its state is known
         return "archived"
     return act(st)

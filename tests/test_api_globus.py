@@ -143,6 +143,40 @@ def test_symlink_out_of_the_managed_root_is_refused(client, sim, headers, tmp_pa
     assert_problem(post(client, {"path": str(link)}, headers), 403)
 
 
+def test_resident_answer_stands_on_its_verification_for_verified_ttl(
+    make_app, sim, headers, clock, tmp_path
+):
+    """A state looked up on disk was looked up right after its path passed the
+    check, so like a DONE record it answers `resident` for VERIFIED_TTL with no
+    second check; after that the path is checked again."""
+    client = make_app(CLOCK=clock, VERIFIED_TTL=600, CACHE_DEFAULT_TIMEOUT=3600).test_client()
+    path = sim.files("R")[0]
+    assert post(client, {"path": path}, headers).get_json() == {"state": "resident"}
+    outside = tmp_path / "secret"
+    outside.write_text("x")
+    os.unlink(path)
+    os.symlink(outside, path)  # swapped for a link out of the root after its check
+    calls = len(sim.invocations())
+    clock.advance(599)
+    assert post(client, {"path": path}, headers).get_json() == {"state": "resident"}
+    assert len(sim.invocations()) == calls
+    clock.advance(2)
+    assert_problem(post(client, {"path": path}, headers), 403)
+
+
+def test_a_cached_state_off_disk_is_no_pass_for_its_path(app, client, sim, headers, tmp_path):
+    """Only a resident answer stands on an earlier check: a file to recall is
+    checked at every poll, so a link swapped in since its lookup is refused."""
+    path = sim.files("M")[0]
+    assert post(client, {"path": path}, headers, STATE).get_json()[0]["state"] == "M"
+    outside = tmp_path / "secret"
+    outside.write_text("x")
+    os.unlink(path)
+    os.symlink(outside, path)
+    assert_problem(post(client, {"path": path}, headers), 403)
+    assert services(app).store.polls.lookup(path) is None
+
+
 def test_bearer_token_is_accepted(client, sim):
     path = sim.files("R")[0]
     resp = post(client, {"path": path}, {"Authorization": "Bearer test-key-0123456789"})
