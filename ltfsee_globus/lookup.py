@@ -5,7 +5,10 @@ Concurrent requests for states we do not have are gathered into one call
 `max_files` paths and the runner's command-line limit. Results are cached
 with flask-caching; a cached state older than the store's last change to the
 file is ignored, so a finished batch invalidates the states of its files in
-every worker, whatever the cache backend.
+every worker, whatever the cache backend. Every caller checks a path
+(staging.require_file) before it looks it up, so a cached state on disk
+stands for that check too: a poll answers `resident` from it for
+VERIFIED_TTL without checking again (staging.poll).
 
 `eeadm` may hang. Two guards keep that from taking the web tier with it: a
 bulkhead (at most `max_waiting` threads of a process wait on lookups; a

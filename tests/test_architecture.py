@@ -1,4 +1,5 @@
-"""The shape of the package: layers that do not import Flask, no import cycles."""
+"""The shape of the package: layers that do not import Flask, no import cycles,
+no state looked up for a path that was not checked first."""
 
 import ast
 import subprocess
@@ -156,3 +157,34 @@ def test_the_store_has_no_room_nobody_wants_to_live_in():
             if (size := cls.end_lineno - cls.lineno + 1) > 300:
                 long_classes[f"{path.name}:{cls.name}"] = size
     assert (long_modules, long_classes) == ({}, {})
+
+
+def _called(call: ast.Call) -> str:
+    """`lookup.fetch` for svc.lookup.fetch(...), `require_file` for require_file(...)."""
+    f = call.func
+    if isinstance(f, ast.Name):
+        return f.id
+    if isinstance(f, ast.Attribute):
+        owner = f.value.attr if isinstance(f.value, ast.Attribute) else getattr(f.value, "id", "")
+        return f"{owner}.{f.attr}"
+    return ""
+
+
+def test_every_state_lookup_follows_a_path_check():
+    """A cached state on disk answers a poll with no second path check
+    (staging.poll), which is sound only while every state in the cache was
+    looked up after its path passed require_file: each function that looks a
+    state up calls require_file before it (current_state is such a lookup)."""
+    lookups = {"lookup.fetch", "lookup.state", "current_state"}
+    seen = 0
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, ast.FunctionDef) or fn.name == "current_state":
+                continue
+            calls = [(n.lineno, _called(n)) for n in ast.walk(fn) if isinstance(n, ast.Call)]
+            checks = [line for line, name in calls if name == "require_file"]
+            for line, name in calls:
+                if name in lookups:
+                    seen += 1
+                    assert checks and min(checks) < line, f"{path.name}:{line} {name} unchecked"
+    assert seen >= 3  # the poll, file_state and archiveinfo
