@@ -199,7 +199,7 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
         except (RecallFailed, UnusableState, StoreUnavailable) as exc:
             log.info("%s: not queued after its lookup (%s); its next poll retries", path, exc)
 
-    st = hit if hit is not None else svc.lookup.fetch([path], then=later).get(path)
+    st = svc.lookup.state(path, newer, then=later)
     if st is None:  # every lookup seat is taken: `later` queues it once its state is known
         return "archived"
     return act(st)
