@@ -68,7 +68,7 @@ POLL = 60.0  # simulated seconds between two polls of one file (Globus and FTS a
 #: The last release before evidence prefetch ("today's prefetch" in issue 9).
 LEGACY_REF = "fbffadd"
 
-MODES = ("evidence", "off", "legacy", "drives")
+MODES = ("evidence", "off", "legacy", "drives", "nodrives")
 #: Modes run unless --modes says otherwise (issue 9's three rows).
 DEFAULT_MODES = ("evidence", "off", "legacy")
 #: Settings that are durations: shipped defaults in simulated seconds, scaled to wall time.
@@ -133,6 +133,8 @@ BIG_TREE = Tree(20000, 400, 1 * 10**8, 4 * 10**8)
 class Client:
     kind: str  # "globus" (a transfer task) or "wlcg" (one bulk stage request)
     files: list[str]
+    at: float = 0.0  # simulated seconds after the run's start that it begins
+    role: str = ""  # "restore" or "small" in the sharing workloads (their report)
 
 
 @dataclass
@@ -155,6 +157,27 @@ def _dirs(files: list[str]) -> list[list[str]]:
 def _flat(dirs: list[list[str]], *idx: int) -> list[str]:
     return [f for i in idx for f in dirs[i]]
 
+
+#: TREE's clustered layout puts directory d on tape d % 20: a restore of every
+#: directory but the 20th tape's (1,900 files on 19 tapes), and small requests
+#: of 5 files on that tape.
+LAST_TAPE = 19
+
+
+def _restore(d: list[list[str]], kind: str) -> Client:
+    keep = [i for i in range(len(d)) if i % TREE.tapes != LAST_TAPE]
+    return Client(kind, _flat(d, *keep), role="restore")
+
+
+def _small(d: list[list[str]], r: random.Random, at: float) -> Client:
+    pool = _flat(d, *(i for i in range(len(d)) if i % TREE.tapes == LAST_TAPE))
+    return Client("globus", sorted(r.sample(pool, 5), key=walk_key), at=at, role="small")
+
+
+#: When the small request of restore+small arrives (simulated seconds).
+SMALL_AT = 600.0
+#: restore+users: this many small requests, arriving at random in this window.
+USERS, USERS_FROM, USERS_TO = 8, 300.0, 3000.0
 
 WORKLOADS = [
     Workload(
@@ -237,6 +260,54 @@ WORKLOADS = [
         lambda d, r: [Client("globus", _flat(d, *range(10)))],
         listed=False,
     ),
+    # Issue 30: sharing the drives (bench/README.md, "Sharing the drives").
+    Workload(
+        "small",
+        "5 files on one tape, alone on an idle library (the baseline of the small waits)",
+        TREE,
+        lambda d, r: [_small(d, r, 0.0)],
+        listed=False,
+    ),
+    Workload(
+        "restore",
+        "a WLCG request of 1,900 files on 19 tapes, alone (the restore's baseline)",
+        TREE,
+        lambda d, r: [_restore(d, "wlcg")],
+        partial=False,
+        listed=False,
+    ),
+    Workload(
+        "restore+small",
+        "that restore, and 5 files on the 20th tape asked for 600 s into it",
+        TREE,
+        lambda d, r: [_restore(d, "wlcg"), _small(d, r, SMALL_AT)],
+        listed=False,
+    ),
+    Workload(
+        "grestore",
+        "the same 1,900 files as one Globus transfer, alone",
+        TREE,
+        lambda d, r: [_restore(d, "globus")],
+        partial=False,
+        listed=False,
+    ),
+    Workload(
+        "grestore+small",
+        "that transfer, and 5 files on the 20th tape asked for 600 s into it",
+        TREE,
+        lambda d, r: [_restore(d, "globus"), _small(d, r, SMALL_AT)],
+        listed=False,
+    ),
+    Workload(
+        "restore+users",
+        f"the WLCG restore and {USERS} small requests at random times in its first hour",
+        TREE,
+        lambda d, r: [
+            _restore(d, "wlcg"),
+            *(_small(d, r, r.uniform(USERS_FROM, USERS_TO)) for _ in range(USERS)),
+        ],
+        listed=False,
+    ),
     Workload(
         "tree250",
         "a whole tree of 250 files on 10 tapes (for --quick)",
@@ -279,6 +350,11 @@ def oracle(where: Path, tree: Tree, placement: str, seed: int, workload, rng) ->
     finally:
         lib.close()
     return task["finished"] - task["created"]
+
+
+#: What `nodrives` puts before the simulator: an EE whose drive list fails,
+#: so the service does not know the drives (how it scheduled before issue 30).
+NO_DRIVE_LIST = 'case "$1 $2" in "drive list") echo "GLESL001E: no drive list" >&2; exit 1;; esac\n'
 
 
 # -- the service -------------------------------------------------------------------------------
@@ -378,6 +454,29 @@ def play_wlcg(url: str, files: list[str], lib: Library, period: float, out):
     out.finished_at = lib.sim_now()
 
 
+def later(delay: float, play: Callable, *args) -> None:
+    """Run one client `delay` wall seconds after the run's start."""
+    time.sleep(delay)
+    play(*args)
+
+
+def client_spans(lib: Library, clients: list[Client], start: float) -> list[float | None]:
+    """Per client: simulated seconds from its first request until its last
+    file was read from tape (None when one never was)."""
+    reads = dict(
+        lib.conn.execute(
+            "SELECT path, max(done_at) FROM task_files WHERE tape IS NOT NULL AND ok = 1 "
+            "GROUP BY path"
+        ).fetchall()
+    )
+    spans: list[float | None] = []
+    for c in clients:
+        done = [reads.get(p) for p in c.files]
+        ok = all(t is not None for t in done)
+        spans.append(round(max(done) - start - c.at, 1) if ok and done else None)
+    return spans
+
+
 # -- one run -----------------------------------------------------------------------------------
 def measure(lib: Library, asked: set[str], start: float) -> dict:
     """Tape figures from the simulator: what was read, when, on how many mounts."""
@@ -411,7 +510,8 @@ def run(workload: Workload, placement: str, mode: str, args, work: Path) -> dict
     clients = workload.pick(_dirs([str(lib_root / f) for f in files]), random.Random(args.seed))
     asked = {f for c in clients for f in c.files}
     calls = tmp / "calls.log"
-    command = devserver.eeadm_wrapper(tmp / "eeadm", lib_root, calls)
+    before = NO_DRIVE_LIST if mode == "nodrives" else ""
+    command = devserver.eeadm_wrapper(tmp / "eeadm", lib_root, calls, before=before)
     root = source_tree(work, args.legacy_ref) if mode == "legacy" else ROOT
     env = service_env(mode, scale, tmp, lib_root, command, workload.tree.drives)
     server = devserver.start(env, tmp / "gunicorn.log", root=root)
@@ -425,13 +525,16 @@ def run(workload: Workload, placement: str, mode: str, args, work: Path) -> dict
                 target, targs = play_globus, (server.url, f"task-{k}", c.files)
             else:
                 target, targs = play_wlcg, (server.url, c.files)
-            t = threading.Thread(target=target, args=(*targs, lib, POLL / scale, res))
+            t = threading.Thread(
+                target=later, args=(c.at / scale, target, *targs, lib, POLL / scale, res)
+            )
             threads.append(t)
             t.start()
         for t in threads:
             t.join()
         tape = measure(lib, asked, start)
         client_done = max(r.finished_at for r in results) - start
+        spans = client_spans(lib, clients, start)
     finally:
         server.stop()
         lib.close()
@@ -462,6 +565,10 @@ def run(workload: Workload, placement: str, mode: str, args, work: Path) -> dict
         "eeadm": invocations,
         "poll_ms_p50": round(1000 * lat[len(lat) // 2], 1) if lat else None,
         "poll_ms_p99": round(1000 * lat[int(len(lat) * 0.99)], 1) if lat else None,
+        "clients": [
+            {"role": c.role, "kind": c.kind, "files": len(c.files), "at": c.at, "span": span}
+            for c, span in zip(clients, spans, strict=True)
+        ],
     }
 
 
@@ -490,6 +597,42 @@ def table(rows: list[dict]) -> str:
             f"| {r['client_done'] / r['oracle']:.2f} | {r['eeadm'].get('recall', 0)} | {errors} |"
         )
     return "\n".join(out)
+
+
+def _spans(row: dict, role: str) -> list[float]:
+    return [c["span"] for c in row["clients"] if c["role"] == role and c["span"] is not None]
+
+
+def sharing(rows: list[dict]) -> list[str]:
+    """Issue 30's figures: each sharing workload against its baselines of the
+    same run (same layout and mode): the small requests' time on disk, the
+    restore's makespan, mounts."""
+    at = {(r["workload"], r["layout"], r["mode"]): r for r in rows}
+    out = []
+    for (name, layout, mode), r in at.items():
+        if "+" not in name:
+            continue
+        restore_alone = at.get((name.split("+")[0], layout, mode))
+        small_alone = at.get(("small", layout, mode))
+        line = f"{name}/{layout}/{mode}:"
+        if small_alone and _spans(small_alone, "small"):
+            base = _spans(small_alone, "small")[0]
+            waits = sorted(w / base for w in _spans(r, "small"))
+            if waits:
+                p50, p99 = (
+                    waits[len(waits) // 2],
+                    waits[min(int(len(waits) * 0.99), len(waits) - 1)],
+                )
+                line += (
+                    f" small {min(_spans(r, 'small')):.0f}-{max(_spans(r, 'small')):.0f} s "
+                    f"(alone {base:.0f} s): p50 {p50:.2f}x, p99 {p99:.2f}x"
+                )
+        if restore_alone and _spans(restore_alone, "restore") and _spans(r, "restore"):
+            ratio = _spans(r, "restore")[0] / _spans(restore_alone, "restore")[0]
+            line += f"; restore {ratio:.3f}x alone"
+        line += f"; mounts {r['mounts']}/{r['optimum_mounts']}"
+        out.append(line)
+    return out
 
 
 def verdict(rows: list[dict]) -> list[str]:
@@ -611,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     chart(rows, args.out / f"workloads-{stamp}.png")
     print(table(rows))
+    print("\n".join(sharing(rows)))
     print("\n".join(verdict(rows)))
     print(f"\nwrote {args.out}/workloads-{stamp}.json and .png")
     return 0

@@ -60,7 +60,14 @@ from .config import (
 )
 from .conninfo import describe
 from .eeadm import Eeadm, EeadmError
-from .health import human_age, readiness, status_report, sudo_rights
+from .health import (
+    drive_list_check,
+    human_age,
+    passed,
+    readiness,
+    status_report,
+    sudo_rights,
+)
 from .install import Layout as InstallLayout
 from .install import write as write_units
 from .parse import FileState
@@ -180,7 +187,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = load_settings()
     with _store(settings, args) as store:
-        report = status_report(store)
+        report = status_report(store, settings)
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
@@ -198,6 +205,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             "nodes",
             [{**n, "heartbeat": f"{human_age(n['heartbeat_age'])} ago"} for n in report["nodes"]],
             ["node", "role", "processes", "heartbeat", "version"],
+        ),
+        (
+            f"drives ({report['drives']['state']}: {report['drives']['says']})",
+            [
+                {**d, "recall": "yes" if d["recall"] else "no", "tape": d["tape"] or "-"}
+                for lib in report["drives"]["libraries"]
+                for d in lib["drives"]
+            ],
+            ["library", "id", "status", "state", "role", "tape", "recall"],
         ),
         (
             "queue by library and tape",
@@ -328,13 +344,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     eeadm = Eeadm(settings.EEADM_COMMAND, settings.EEADM_TIMEOUT)
     with _store(settings, args) as store:
         checks = {"config": "ok", **readiness(settings, store, eeadm)}
+    checks["drivelist"] = drive_list_check(eeadm)
     checks["sudo"] = sudo_rights(settings)
     existing = next(p for p in (settings.state_dir, *settings.state_dir.parents) if p.exists())
     free = shutil.disk_usage(existing).free  # STATE_DIR's file system, made or to be made
     checks["disk"] = "ok" if free >= DOCTOR_MIN_FREE else f"only {free // 2**20} MiB free"
     for name, found in checks.items():
         print(f"{name:8} {found}")
-    return EXIT_OK if all(v.startswith("ok") for v in checks.values()) else EXIT_FAIL
+    return EXIT_OK if all(passed(v) for v in checks.values()) else EXIT_FAIL
 
 
 def cmd_ready(args: argparse.Namespace) -> int:

@@ -63,6 +63,9 @@ class Settings:
     BATCH_MAX_FILES: int = 5000
     RECALL_CONCURRENCY: int = 2
     TAPE_DRIVES: int = 0
+    DRIVE_REFRESH: float = 300.0
+    RECALL_MAX_BYTES: int = 100 * 10**9
+    KEY_PRIORITY: dict[str, int] = field(default_factory=dict)
     RECALL_MAX_ATTEMPTS: int = 3
     RECALL_RETRY_DELAY: float = 60.0
     FAILED_RETENTION: float = 3600.0
@@ -136,6 +139,22 @@ def _parse_keys(raw: str) -> dict[str, str]:
     return keys
 
 
+def _parse_priorities(raw: str) -> dict[str, int]:
+    """`name:N,name:N`: the scheduling priority of each named key (default 0)."""
+    out: dict[str, int] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.strip().partition(":")
+        try:
+            out[name.strip()] = int(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError("KEY_PRIORITY: write name:N,name:N (N a whole number)")
+    return out
+
+
 def _read_env(env: Env) -> dict[str, Any]:
     """Typed values of the settings set in the environment or the `.env` file."""
     readers = {
@@ -146,7 +165,7 @@ def _read_env(env: Env) -> dict[str, Any]:
     }
     out: dict[str, Any] = {}
     for f in fields(Settings):
-        if f.name in ("AUTH_KEY", "EEADM_COMMAND"):
+        if f.name in ("AUTH_KEY", "EEADM_COMMAND", "KEY_PRIORITY"):
             raw = env.str(f.name, None)
             value = None if raw is None else _coerce(f.name, raw)
         else:
@@ -160,6 +179,8 @@ def _coerce(name: str, value: Any) -> Any:
     """Accept the override mapping's values as typed or as environment-style strings."""
     if name == "AUTH_KEY" and isinstance(value, str):
         return _parse_keys(value)
+    if name == "KEY_PRIORITY" and isinstance(value, str):
+        return _parse_priorities(value)
     if name == "EEADM_COMMAND" and isinstance(value, str):
         return shlex.split(value)
     kind = {f.name: f.type for f in fields(Settings)}[name]
@@ -242,6 +263,8 @@ def validate(s: Settings) -> None:
         "STAGE_MAX_FILES",
         "ARCHIVEINFO_MAX_FILES",
         "RETENTION_DAYS",
+        "DRIVE_REFRESH",
+        "RECALL_MAX_BYTES",
         "WORKERS",
         "THREADS",
         "TIMEOUT",
@@ -264,7 +287,10 @@ def validate(s: Settings) -> None:
     if len(s.NODE_NAME) > 64 or any(not (c.isalnum() or c in "._-") for c in s.NODE_NAME):
         problems.append("NODE_NAME must be at most 64 letters, digits, '.', '_' or '-'")
     if s.TAPE_DRIVES < 0:
-        problems.append("TAPE_DRIVES must not be negative (0: not known)")
+        problems.append("TAPE_DRIVES must not be negative (0: read them from eeadm drive list)")
+    unknown = sorted(set(s.KEY_PRIORITY) - set(s.AUTH_KEY))
+    if unknown:
+        problems.append(f"KEY_PRIORITY names keys AUTH_KEY does not have: {', '.join(unknown)}")
     if max(s.VERIFIED_TTL, s.FAILED_RETENTION) > s.RETENTION_DAYS * 86400:
         problems.append(
             "RETENTION_DAYS must keep records at least as long as VERIFIED_TTL and "

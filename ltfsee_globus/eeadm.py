@@ -20,7 +20,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .parse import FileState, StateError, find_task_id, parse_file_state_short, parse_task_status
+from .parse import (
+    Drive,
+    DriveListError,
+    FileState,
+    StateError,
+    find_task_id,
+    parse_drive_list,
+    parse_file_state_short,
+    parse_task_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +151,8 @@ class Eeadm:
         self.max_arg_bytes = max_arg_bytes
         self.env = env
         self.observe = observe
+        #: whether `drive list --json` works here (None: not tried yet)
+        self._drive_json: bool | None = None
 
     def run(
         self,
@@ -259,6 +270,33 @@ class Eeadm:
     def node_list(self, timeout: float | None = None) -> str:
         """`eeadm node list`: the cheapest call that shows EE answers (readiness)."""
         return self.run(["node", "list"], timeout=timeout).output
+
+    def drive_list(self) -> list[Drive]:
+        """`eeadm drive list --json`, or its text form where EE has no `--json`
+        (the form that worked is remembered). EeadmError when neither runs or
+        prints a list of drives."""
+        forms = [["drive", "list", "--json"], ["drive", "list"]]
+        if self._drive_json is not None:
+            forms = forms[:1] if self._drive_json else forms[1:]
+        failure = None
+        for args in forms:
+            res = self.run(args, check=False)
+            said = f"eeadm {' '.join(args)}"
+            if res.returncode != 0:
+                failure = f"{said} exited with {res.returncode}"
+                continue
+            try:
+                drives = parse_drive_list(res.output)
+            except DriveListError as exc:
+                failure = f"{said} printed no list of drives: {exc}"
+                continue
+            self._drive_json = "--json" in args
+            return drives
+        raise EeadmError(
+            failure or "eeadm drive list failed",
+            command=[*self.command, *forms[-1]],
+            output=res.output,
+        )
 
     def file_state(self, paths: Sequence[str]) -> dict[str, FileState | StateError]:
         """States of many files, with as few `eeadm file state -s` calls as fit.

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 from .config import Settings, missing_roots
 from .eeadm import Eeadm, EeadmError
+from .parse import recall_drives
 from .store import FAILED, LEADER, STANDBY, Lease, Store, StoreUnavailable
 
 #: Failures, retrying files and batches the status report lists, at most.
 REPORT_ROWS = 20
+
+#: A node none of whose processes has said it is there lately.
+GONE = "gone"
 
 #: Seconds `eeadm node list` may take in a check.
 EEADM_CHECK_TIMEOUT = 10.0
@@ -26,7 +31,7 @@ def stager_ready(store: Store, settings: Settings) -> bool:
     """A stager leads, or one stands by to lead (between a leader's death and
     a take-over, up to STAGER_LEASE, the lease is free: nodes whose standbys
     are there stay ready for a load balancer)."""
-    view = cluster(store)
+    view = cluster(store, 3 * settings.STAGER_LEASE)
     return view["stager_running"] or any(
         n["heartbeat_age"] < 2 * settings.STAGER_LEASE for n in view["nodes"]
     )
@@ -42,13 +47,59 @@ def human_age(seconds: float | None) -> str:
     return f"{max(seconds, 0.0):.0f}s"
 
 
-def cluster(store: Store) -> dict:
+def drives_report(store: Store, settings: Settings) -> dict:
+    """The drives as the stager last read them, per library, and in one line
+    what that means for recalls (`state`: ok, warning)."""
+    if settings.TAPE_DRIVES:
+        return {
+            "state": "ok",
+            "says": f"TAPE_DRIVES={settings.TAPE_DRIVES} recall drives per library (set, not read)",
+            "libraries": [],
+        }
+    try:
+        drives = store.ops.drives()
+        health = {e.subcommand: e for e in store.ops.eeadm_health()}.get("drive list")
+    except StoreUnavailable as exc:
+        return {"state": "warning", "says": f"cannot read the drives: {exc}", "libraries": []}
+    libraries: dict[str, dict] = {}
+    for d in drives:
+        lib = libraries.setdefault(d.library, {"library": d.library, "recall": 0, "drives": []})
+        lib["recall"] += d.recall
+        lib["drives"].append(asdict(d))
+    failing = health is not None and health.outcome != "ok"
+    if failing and drives:
+        state = "warning"
+        says = (
+            f"eeadm drive list failed ({health.last_error}); the drives read "
+            f"{human_age(drives[0].age)} ago stay in force"
+        )
+    elif failing or not drives:
+        state = "warning"
+        why = f"eeadm drive list failed ({health.last_error})" if failing else "not read yet"
+        says = f"drives not known ({why}): recalls go to EE in batches"
+    else:
+        idle = [name or "-" for name, lib in sorted(libraries.items()) if not lib["recall"]]
+        state = "warning" if idle else "ok"
+        says = (
+            f"no recall drive in service in library {', '.join(idle)}: its queue waits"
+            if idle
+            else ", ".join(
+                f"{name or '-'}: {lib['recall']} of {len(lib['drives'])} drives serve recalls"
+                for name, lib in sorted(libraries.items())
+            )
+        )
+    return {"state": state, "says": says, "libraries": list(libraries.values())}
+
+
+def cluster(store: Store, alive: float = 30.0) -> dict:
     """Who leads the stagers and who is there, from one read of the lease and
     one of the members: `stager` (node, pid, epoch, since when, for how long
     more; when none leads, the last take-over's time), `stager_running`, and
     `nodes` (each node with a stager thread: its role, how many such
-    processes, its last heartbeat, its version). Nothing leads and nobody is
-    there while the store cannot be read."""
+    processes run, its last heartbeat, its version). A process silent for
+    `alive` seconds is not counted (killed, it never said goodbye); a node
+    with none left is `gone`. Nothing leads and nobody is there while the
+    store cannot be read."""
     try:
         lease, members = store.leases.current(), store.leases.members()
     except StoreUnavailable:
@@ -69,20 +120,22 @@ def cluster(store: Store) -> dict:
             m.node,
             {
                 "node": m.node,
-                "role": STANDBY,
+                "role": GONE,
                 "processes": 0,
                 "heartbeat_age": m.age,
                 "version": m.version,
             },
         )
-        n["processes"] += 1
         n["heartbeat_age"] = min(n["heartbeat_age"], m.age)
+        if m.age < alive:
+            n["processes"] += 1
+            n["role"] = STANDBY if n["role"] == GONE else n["role"]
         if lease.running and m.owner == lease.holder:
             n["role"] = LEADER
     return {"stager": stager, "stager_running": lease.running, "nodes": list(nodes.values())}
 
 
-def status_report(store: Store) -> dict:
+def status_report(store: Store, settings: Settings) -> dict:
     """What the status page and `ltfsee-globus status` show."""
     now = store.clock()
     counts = store.ops.counts()
@@ -102,10 +155,11 @@ def status_report(store: Store) -> dict:
     return {
         "now": now,
         "store": store.describe(),
-        **cluster(store),
+        **cluster(store, 3 * settings.STAGER_LEASE),
         "files": counts.files,
         "totals": counts.totals,
         "queue": [asdict(q) for q in store.ops.queue_by_tape()],
+        "drives": drives_report(store, settings),
         "running_batches": running,
         "recent_batches": [asdict(b) for b in store.ops.batches(limit=10) if b.status != "running"],
         "retrying": retrying,
@@ -114,6 +168,19 @@ def status_report(store: Store) -> dict:
         "eeadm": [asdict(e) for e in store.ops.eeadm_health()],
         "operator_actions": [asdict(a) for a in store.ops.actions(limit=5)],
     }
+
+
+def drive_list_check(eeadm: Eeadm) -> str:
+    """`eeadm drive list` asked now: the recall drives per library, or why not."""
+    try:
+        drives = eeadm.drive_list()
+    except EeadmError as exc:
+        return f"warning: {exc} (recalls go to EE in batches until it answers)"
+    per = recall_drives(drives)
+    total = Counter(d.library for d in drives)
+    return "ok: " + ", ".join(
+        f"{lib or '-'} {per[lib]} of {total[lib]} serve recalls" for lib in sorted(per)
+    )
 
 
 def sudo_rights(settings: Settings) -> str:
@@ -129,6 +196,7 @@ def sudo_rights(settings: Settings) -> str:
         ["recall", str(settings.state_dir / "batches" / "1.list")],
         ["task", "show", "1000:2000"],
         ["node", "list"],
+        ["drive", "list", "--json"],
     )
     refused = []
     for args in wanted:
@@ -148,6 +216,12 @@ def sudo_rights(settings: Settings) -> str:
     return "ok"
 
 
+def passed(check: str) -> bool:
+    """Whether a check's finding lets the service work: "ok", or a warning
+    (the service works on, degraded: it says why)."""
+    return check.startswith(("ok", "warning"))
+
+
 def readiness(
     settings: Settings, store: Store, eeadm: Eeadm, *, eeadm_hangs: bool = False
 ) -> dict[str, str]:
@@ -161,6 +235,8 @@ def readiness(
     except StoreUnavailable as exc:
         checks["store"] = str(exc)
     checks["stager"] = "ok" if stager_ready(store, settings) else "no stager holds the stager lease"
+    drives = drives_report(store, settings)
+    checks["drives"] = f"{drives['state']}: {drives['says']}"
     if eeadm_hangs:
         checks["eeadm"] = "eeadm file state timed out; lookups are refused for now"
     else:

@@ -16,6 +16,7 @@ Two sources, one exposition at /metrics:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
@@ -33,8 +34,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .config import MULTIPROC_ENV
-from .health import cluster
+from .config import MULTIPROC_ENV, Settings
+from .health import cluster, drives_report
 from .store import Store
 
 #: eeadm calls last from milliseconds (`file state`) to hours (`recall`).
@@ -154,7 +155,7 @@ class _Collector:
         self.collect = collect
 
 
-def store_metrics(store: Store, libraries: list[str]) -> Iterator[Metric]:
+def store_metrics(store: Store, settings: Settings) -> Iterator[Metric]:
     """Counters and gauges kept by the store: the same from every process.
     The queue gauges have a series (0 when empty) for each configured library."""
     counts = store.ops.counts()
@@ -185,7 +186,7 @@ def store_metrics(store: Store, libraries: list[str]) -> Iterator[Metric]:
         "Age of the oldest queued file per library",
         labels=["library"],
     )
-    queue = {lib: (0, 0.0) for lib in libraries or [""]}
+    queue = {lib: (0, 0.0) for lib in settings.LTFSEE_LIB or [""]}
     queue.update({q.library: (q.files, q.oldest_age) for q in store.ops.queue_by_library()})
     for library, (files_queued, age) in sorted(queue.items()):
         depth.add_metric([library], files_queued)
@@ -203,7 +204,23 @@ def store_metrics(store: Store, libraries: list[str]) -> Iterator[Metric]:
         counter.add_metric(["asked"], pf[f"asked_{unit}"])
         counter.add_metric(["dropped"], pf[f"dropped_{unit}"])
         yield counter
-    view = cluster(store)
+    recall = GaugeMetricFamily(
+        "ltfsee_recall_drives",
+        "Drives that can serve recalls now per library, as the stager last read them",
+        labels=["library"],
+    )
+    drives = GaugeMetricFamily(
+        "ltfsee_drives",
+        "Drives per library and state (eeadm drive list)",
+        labels=["library", "state"],
+    )
+    for lib in drives_report(store, settings)["libraries"]:
+        recall.add_metric([lib["library"]], lib["recall"])
+        for state, n in sorted(collections.Counter(d["state"] for d in lib["drives"]).items()):
+            drives.add_metric([lib["library"], state], n)
+    yield recall
+    yield drives
+    view = cluster(store, 3 * settings.STAGER_LEASE)
     yield GaugeMetricFamily(
         "ltfsee_stager_up",
         "1 when a stager, on any node, holds the lease",

@@ -7,6 +7,7 @@ error value for the file it concerns, never an exception.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -155,4 +156,136 @@ def parse_recall_output(text: str) -> RecallOutput:
         code = _CODE.search(line)
         if code and code.group("sev") == "E" and code.group("code") != DUPLICATE_TASK:
             out.errors.append(f"{code.group('code')}: {code.group('msg').strip()}")
+    return out
+
+
+# -- eeadm drive list ---------------------------------------------------------------
+#: Drive states that mean "working" when EE prints no status (EE 1.3.0.x
+#: before the `status` field; the states IBM files under status ok).
+OK_DRIVE_STATES = frozenset(
+    {"mounted", "not_mounted", "mounting", "in_use", "unmounting", "standby"}
+)
+#: The text form's columns, as its header names them.
+_DRIVE_COLUMNS = (
+    "Drive S/N",
+    "Status",
+    "State",
+    "Type",
+    "Role",
+    "Library",
+    "Node ID",
+    "Tape",
+    "Node Group",
+    "Task ID",
+)
+
+
+class DriveListError(ValueError):
+    """`eeadm drive list` printed nothing we can read as a list of drives."""
+
+
+@dataclass(frozen=True)
+class Drive:
+    """One tape drive as `eeadm drive list` shows it."""
+
+    id: str
+    library: str
+    state: str
+    role: str
+    status: str = ""  # ok, info, error; "" where EE does not print it
+    tape: str = ""  # the tape it holds ("" none)
+    node_group: str = ""
+    task: str = ""
+
+    @property
+    def serves_recalls(self) -> bool:
+        """Role has `r` and the drive works: status ok, or without a status
+        field a state IBM counts as ok."""
+        working = self.status == "ok" if self.status else self.state in OK_DRIVE_STATES
+        return "r" in self.role and working
+
+
+def parse_drive_list(text: str) -> list[Drive]:
+    """The drives of `eeadm drive list --json` (an object with a `payload`
+    list) or of its text form (a table under a header line); DriveListError
+    for anything else. A row that is not a drive is skipped."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return _drives_json(stripped)
+    lines = text.splitlines()
+    for n, line in enumerate(lines):
+        if line.lstrip().startswith("Drive S/N"):
+            return _drives_text(line, lines[n + 1 :])
+    raise DriveListError(f"no drive list in the output: {stripped[:120]!r}")
+
+
+def _drives_json(text: str) -> list[Drive]:
+    try:
+        payload = json.loads(text).get("payload")
+    except (ValueError, AttributeError):
+        raise DriveListError("eeadm drive list --json printed no JSON object") from None
+    if not isinstance(payload, list):
+        raise DriveListError("eeadm drive list --json printed no payload list")
+    out = []
+    for d in payload:
+        if not isinstance(d, dict) or not isinstance(d.get("id"), str):
+            continue
+        tape = str(d.get("tape_barcode") or "")
+        out.append(
+            Drive(
+                id=d["id"],
+                library=str(d.get("library_name") or ""),
+                state=str(d.get("state") or ""),
+                role=str(d.get("role") or ""),
+                status=str(d.get("status") or ""),
+                tape=tape,
+                node_group=str(d.get("nodegroup_name") or ""),
+                task=str(d.get("task_id") or ""),
+            )
+        )
+    return out
+
+
+def _drives_text(header: str, rows: list[str]) -> list[Drive]:
+    """Cells cut at the header's column starts (a cell may be empty)."""
+    starts = []
+    for name in _DRIVE_COLUMNS:
+        at = header.find(name)
+        if at < 0:
+            raise DriveListError(f"eeadm drive list's header has no {name!r} column")
+        starts.append(at)
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    out = []
+    for row in rows:
+        if not row.strip():
+            continue
+        cells = [row[a:b].strip() if b else row[a:].strip() for a, b in bounds]
+        words = row.split()
+        if len(words) == len(_DRIVE_COLUMNS):  # columns wider than the header's
+            cells = words
+        if not cells[0] or " " in cells[0]:
+            continue
+        plain = [("" if c == "-" else c) for c in cells]
+        out.append(
+            Drive(
+                id=plain[0],
+                status=plain[1],
+                state=plain[2],
+                role=plain[4],
+                library=plain[5],
+                tape=plain[7],
+                node_group=plain[8],
+                task=plain[9],
+            )
+        )
+    return out
+
+
+def recall_drives(drives: list[Drive]) -> dict[str, int]:
+    """Per library: the drives that can serve recalls now."""
+    out: dict[str, int] = {}
+    for d in drives:
+        out.setdefault(d.library, 0)
+        if d.serves_recalls:
+            out[d.library] += 1
     return out

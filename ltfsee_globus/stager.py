@@ -1,34 +1,33 @@
-"""The stager: the only code that runs `eeadm recall`.
+"""The stager: the only code that runs `eeadm recall`; its loop and mechanics.
 
-It flushes queued files per library into batches when the oldest has waited
-BATCH_WINDOW seconds and the queue has been quiet for BATCH_QUIET (at most
-BATCH_MAX_WAIT), or when BATCH_MAX_FILES are ready, keeps at most
-RECALL_CONCURRENCY recalls running, verifies each finished batch with batched
-`eeadm file state -s` calls, and retries what is still not on disk with
-back-off before marking it failed. It also runs the tape-aware prefetcher.
+Each pass looks at new WLCG request files (verify.py), checks the progress
+of running recalls, and starts what is due. A library's queue is due when
+its oldest file has waited BATCH_WINDOW seconds and the queue has been
+quiet for BATCH_QUIET (at most BATCH_MAX_WAIT), or when BATCH_MAX_FILES are
+ready. What starts then depends on whether the drives are known
+(drives.py: `eeadm drive list`, or TAPE_DRIVES):
 
-By default a batch takes every tape ready in a library and EE shares them
-over its drives. A site that knows how many drives a library gives our
-recalls sets TAPE_DRIVES: then each recall reads one tape, at most
-TAPE_DRIVES run at once, a drive that finished a tape keeps it while files
-for it are queued, and a free drive takes the tape with the most queued
-files. That is the choice EE makes oldest-first; made on counts, it lets
-thin tapes gather files while fat ones are read (bench/online_model.py).
+- known: one tape's files per recall, at most RECALL_MAX_BYTES, about one
+  recall per recall drive; which tape next is scheduling.plan's choice
+  (fair among requesters, a drive keeps its tape, the oldest never starves);
+- not known: batches of every ready tape of a library, at most
+  RECALL_CONCURRENCY running, and EE shares them over its drives.
+
+Each finished recall is verified with batched `eeadm file state -s` calls
+(verify.py, verdicts.py) and what is still not on disk retried with
+back-off before it is marked failed. It also runs the tape-aware prefetcher.
 
 One stager leads across every process and node that share the store: the
 one holding the stager lease (store/leases.py, leader.py), whose writes are
 fenced by its epoch; the others stand by. A recall's output goes to a file,
-not a pipe, so `eeadm` keeps running if we die, and EE's task goes on without
-its client anyway: a stager that takes over adopts a batch whose `eeadm` runs
-on its node, follows one whose EE task is known until EE has let it go, and
-then (or at once, when no task is known) verifies its files.
+not a pipe, so `eeadm` keeps running if we die, and a stager that takes
+over follows what EE still does (recovery.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -37,19 +36,20 @@ from pathlib import Path
 from typing import TypeVar
 
 from .config import Settings
+from .drives import DriveWatch
 from .eeadm import Eeadm, EeadmError
 from .leader import Leadership
-from .parse import TASK_ACTIVE, FileState, parse_recall_output
-from .placement import NoCopy, Placement, place
 from .prefetch import Prefetcher
-from .store import DONE, FAILED, QUEUED, LeaseLost, Store, StoreUnavailable, Update
+from .recovery import Recovering
+from .scheduling import Running, gather, plan
+from .store import Batch, LeaseLost, Store, StoreUnavailable
 from .store.db import process_owner
+from .store.records import QueuedTape
+from .verify import Verifying
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: How often an adopted recall (started by an earlier stager) is checked.
-ADOPT_POLL = 1.0
 #: Retention: how often finished records are pruned, and how many per transaction
 #: and per pass (short transactions: polls never wait long for the store).
 PRUNE_EVERY = 60.0
@@ -57,37 +57,7 @@ PRUNE_CHUNK = 1000
 PRUNE_PASS = 20
 
 
-#: /proc/PID/stat flag of a kernel thread (its command line is empty too).
-PF_KTHREAD = 0x00200000
-
-
-def _process_alive(pid: int, marker: str) -> bool:
-    """True if `pid` runs and its command line mentions `marker` (not a reused pid).
-
-    A process between two exec()s (sudo starting eeadm, a wrapper script)
-    shows an empty command line for a moment: that is still our process. A
-    zombie shows one too, and is gone."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rpartition(")")[2].split()  # state, ppid, ..., flags (7th)
-    if fields[0] == "Z" or int(fields[6]) & PF_KTHREAD:  # gone, or a reused pid
-        return False
-    return not cmdline or marker.encode() in cmdline
-
-
-def _regular_size(path: str) -> int | None:
-    """The size of a regular file (what a recall of it puts on disk), else None."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
-
-
-class Stager:
+class Stager(Recovering, Verifying):
     def __init__(
         self,
         settings: Settings,
@@ -108,14 +78,15 @@ class Stager:
         self.batch_dir = settings.state_dir / "batches"
         self.batch_dir.mkdir(parents=True, exist_ok=True)
         self.prefetcher = Prefetcher(settings, store, eeadm)
+        self.drives = DriveWatch(settings, eeadm, store)
         self._threads: dict[int, threading.Thread] = {}
         self._wake = threading.Event()
         #: the lease this stager leads by (run()); None when driven directly (tests)
         self.leadership: Leadership | None = None
         self._progress_at = 0.0
         self._pruned_at = 0.0
-        #: (library, tape) of one-tape recalls just finished: the drive still holds it
-        self._freed: deque[tuple[str, str]] = deque()
+        #: one-tape recalls just finished: their drive still holds the tape
+        self._freed: deque[Running] = deque()
 
     # -- the loop ---------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -161,7 +132,7 @@ class Stager:
         log.info("stager stopped")
 
     def step(self) -> float:
-        """One pass: reap, prefetch, flush due batches. Returns seconds to the next due."""
+        """One pass: reap, prefetch, start what is due. Returns seconds to the next due."""
         self._reap()
         self.recover()  # batches left running with no thread: a result not recorded
         if self.settings.PREFETCH:
@@ -175,32 +146,92 @@ class Stager:
         if now >= self._pruned_at + PRUNE_EVERY:
             self._pruned_at = now
             self.prune(now)
-        next_due = float("inf")
-        # polls whose file states are being looked up will queue more files soon
-        busy = self.store.queue.lookups_running(s.EEADM_TIMEOUT)
-        freed = self._take_freed()
-        for row in self.store.queue.queued_by_library():
-            newest = now if busy else row.newest
-            ready, due_at = row.n, self.due_at(row.oldest, newest)
-            due = ready >= s.BATCH_MAX_FILES or due_at <= now
-            if s.TAPE_DRIVES:
-                self._dispatch_by_tape(row.library, due, freed.get(row.library, []))
-            else:
-                while due and self._free_slots() > 0 and self._may_start():
-                    claimed = self.store.queue.claim(
-                        row.library, s.BATCH_MAX_FILES, started_by=self._started_by()
-                    )
-                    if claimed is None:
-                        break
-                    self.start_batch(*claimed, library=row.library)
-                    ready -= len(claimed[1])
-                    due = ready >= s.BATCH_MAX_FILES or due_at <= now
-            if due_at > now:  # once due, what is left waits for a recall to end (a wake)
-                next_due = min(next_due, due_at - now)
+        self.drives.refresh()
+        queue = self.store.queue.tapes()
+        due, next_due = self._due(queue, now)
+        running = self.store.queue.running_batches()
+        drives = self.drives.per_library({q.library for q in queue} | {b.library for b in running})
+        if drives is None:
+            self._dispatch_batches(due)
+        else:
+            self._dispatch_tapes(queue, drives, running, due, now)
         retry_at = self.store.queue.next_retry_at()
         if retry_at is not None:
             next_due = min(next_due, retry_at - now)
         return max(next_due, 0.0)
+
+    def _due(
+        self, queue: list[QueuedTape], now: float
+    ) -> tuple[dict[str, tuple[int, bool]], float]:
+        """The libraries whose queue may go now (their files ready, and whether
+        by time rather than by count), and seconds until the next one may.
+        Once due, what is left waits for a recall to end (a wake)."""
+        busy = self.store.queue.lookups_running(self.settings.EEADM_TIMEOUT)
+        by_library: dict[str, list[QueuedTape]] = {}
+        for q in queue:
+            if q.oldest is not None:
+                by_library.setdefault(q.library, []).append(q)
+        due: dict[str, tuple[int, bool]] = {}
+        next_due = float("inf")
+        for library, rows in by_library.items():
+            oldest = min(q.oldest for q in rows if q.oldest is not None)
+            # polls whose file states are being looked up will queue more files soon
+            newest = now if busy else max(q.newest for q in rows)
+            ready, due_at = sum(q.files for q in rows), self.due_at(oldest, newest)
+            if ready >= self.settings.BATCH_MAX_FILES or due_at <= now:
+                due[library] = ready, due_at <= now
+            else:
+                next_due = min(next_due, due_at - now)
+        return due, next_due
+
+    def _dispatch_batches(self, due: dict[str, tuple[int, bool]]) -> None:
+        """Drives not known: batches of every ready tape of a library, at most
+        RECALL_CONCURRENCY running, and EE shares the tapes over its drives."""
+        s = self.settings
+        for library, (ready, by_time) in sorted(due.items()):
+            while ready > 0 and self._free_slots() > 0 and self._may_start():
+                claimed = self.store.queue.claim(
+                    library, s.BATCH_MAX_FILES, started_by=self._started_by()
+                )
+                if claimed is None:
+                    break
+                self.start_batch(*claimed, library=library)
+                ready -= len(claimed[1])
+                if ready < s.BATCH_MAX_FILES and not by_time:
+                    break
+
+    def _dispatch_tapes(
+        self,
+        queue: list[QueuedTape],
+        drives: dict[str, int],
+        running: list[Batch],
+        due: dict[str, tuple[int, bool]],
+        now: float,
+    ) -> None:
+        """Drives known: one tape's piece per recall, chosen by scheduling.plan."""
+        work = gather(queue)
+        volsers = self.drives.mounted()
+        starts = plan(
+            work,
+            drives,
+            [Running(b.library, b.tape, b.requesters) for b in running],
+            due=due,
+            freed=self._take_freed(),
+            mounted={(w.library, w.tape) for w in work if w.tape.split("@")[0] in volsers},
+            now=now,
+        )
+        for start in starts:
+            if not self._may_start():
+                break
+            claimed = self.store.queue.claim(
+                start.library,
+                self.settings.BATCH_MAX_FILES,
+                tape=start.tape,
+                started_by=self._started_by(),
+                max_bytes=self.settings.RECALL_MAX_BYTES,
+            )
+            if claimed is not None:
+                self.start_batch(*claimed, library=start.library, tape=start.tape or None)
 
     def due_at(self, oldest: float, newest: float) -> float:
         """When a library's queue should go: its oldest file has waited
@@ -227,34 +258,11 @@ class Stager:
     def _free_slots(self) -> int:
         return self.settings.RECALL_CONCURRENCY - len(self.store.queue.running_batches())
 
-    def _dispatch_by_tape(self, library: str, due: bool, freed: list[str]) -> None:
-        """TAPE_DRIVES: one recall per tape, at most TAPE_DRIVES in the library at
-        once. A tape whose recall just ended goes again at once if files for it
-        are queued (its drive holds it: no mount); once the queue is due, free
-        drives take the tapes with the most queued files (oldest first on a tie)."""
-        running = [b for b in self.store.queue.running_batches() if b.library == library]
-        free = self.settings.TAPE_DRIVES - len(running)
-        busy = {b.tape for b in running}
-        queued = self.store.queue.queued_tapes(library)
-        order = [t for t in dict.fromkeys(freed) if t in queued and t not in busy]
-        if due:
-            rest = [t for t in queued if t not in busy and t not in order]
-            order += sorted(rest, key=lambda t: (-queued[t][0], queued[t][1], t))
-        for tape in order[: max(free, 0)]:
-            if not self._may_start():
-                break
-            claimed = self.store.queue.claim(
-                library, self.settings.BATCH_MAX_FILES, tape=tape, started_by=self._started_by()
-            )
-            if claimed is not None:
-                self.start_batch(*claimed, library=library, tape=tape)
-
-    def _take_freed(self) -> dict[str, list[str]]:
-        """The tapes of one-tape recalls that ended since the last pass, per library."""
-        out: dict[str, list[str]] = {}
+    def _take_freed(self) -> list[Running]:
+        """The one-tape recalls that ended since the last pass."""
+        out = []
         while self._freed:
-            library, tape = self._freed.popleft()
-            out.setdefault(library, []).append(tape)
+            out.append(self._freed.popleft())
         return out
 
     def _reap(self) -> None:
@@ -269,6 +277,7 @@ class Stager:
         for thread in list(self._threads.values()):
             thread.join()
         self._reap()
+        self.drives.join()
 
     # -- one batch ------------------------------------------------------------------
     def _files(self, batch_id: int) -> tuple[Path, Path]:
@@ -346,56 +355,9 @@ class Stager:
         else:
             batch = self.store.queue.batch(batch_id)
             if batch is not None and batch.tape is not None:
-                self._freed.append((batch.library, batch.tape))
+                self._freed.append(Running(batch.library, batch.tape, batch.requesters))
+        self.drives.soon()
         self._wake.set()
-
-    def _adopt(self, batch_id: int, pid: int, marker: str) -> None:
-        while _process_alive(pid, marker):
-            time.sleep(ADOPT_POLL)
-        self._finish_or_defer(batch_id, self._batch_log(batch_id), None)
-
-    def intake(self) -> None:
-        """First look at new WLCG stage-request files: on disk, to recall, or failed.
-
-        One batched `eeadm file state` per chunk; migrated files join the
-        queue the Globus endpoint feeds (or the recall already holding them).
-        """
-        rows = self.store.requests.unchecked(self.settings.LOOKUP_MAX_FILES)
-        if not rows:
-            return
-        sizes = {path: size for _, path in rows if (size := _regular_size(path)) is not None}
-        try:
-            states = self.eeadm.file_state(list(sizes))
-        except EeadmError as exc:
-            log.warning("stage request intake deferred: %s", exc)
-            return
-        for request_id, path in rows:
-            st = states.get(path)
-            where = (None, None)
-            if st is None:
-                state, error = "FAILED", "No such file or directory"
-            elif not isinstance(st, FileState):
-                state, error = "FAILED", st.reason
-            elif st.on_disk:
-                state, error = "COMPLETED", None
-            else:
-                try:
-                    p = self.place(st, request_id)
-                    state, error, where = None, None, (p.library, p.tape)
-                except NoCopy as exc:
-                    state, error = "FAILED", str(exc)
-            self.store.requests.intake(request_id, path, state, error, where, size=sizes.get(path))
-
-    def place(self, st: FileState, taskid: str | None, avoid: str | None = None) -> Placement:
-        """The library and copy to recall a file from (see placement.place)."""
-        return place(
-            st.tapes,
-            self.settings.LTFSEE_LIB,
-            taskid=taskid,
-            busy=self.store.tapes.busy_tapes,
-            load=self.store.tapes.library_load,
-            avoid=avoid,
-        )
 
     def prune(self, now: float) -> int:
         """Forget records finished more than RETENTION_DAYS ago, a chunk at a time."""
@@ -413,206 +375,3 @@ class Stager:
                 self.settings.RETENTION_DAYS,
             )
         return total
-
-    def progress(self) -> None:
-        """Mark files of running batches that are already on disk as done.
-
-        One batched `eeadm file state` call over every file still recalling,
-        so Globus can start moving the first files of a long recall while the
-        rest are read, and polls still never run eeadm.
-        """
-        running = {
-            b.id: self.store.queue.batch_files(b.id) for b in self.store.queue.running_batches()
-        }
-        paths = [p for files in running.values() for p in files]
-        if not paths:
-            return
-        try:
-            states = self.eeadm.file_state(paths)
-        except EeadmError as exc:
-            log.warning("progress check failed: %s", exc)
-            return
-        for batch_id, files in running.items():
-            done = [
-                Update(p, DONE, tape=st.tapes[0] if st.tapes else None)
-                for p in files
-                if isinstance(st := states.get(p), FileState) and st.on_disk
-            ]
-            if done:
-                self.store.queue.mark_done(batch_id, done)
-
-    def finish(self, batch_id: int, output: str, failure: str | None) -> None:
-        """Verify a batch's files with eeadm and record the verdict for each."""
-        parsed = parse_recall_output(output)
-        said = parsed.summary() if parsed.errors else None
-        reason = ": ".join(x for x in (failure, said) if x) or None
-        attempts = self.store.queue.batch_files(batch_id)
-        batch = self.store.queue.batch(batch_id)
-        library = batch.library if batch is not None else None
-        try:
-            states = self.eeadm.file_state(list(attempts))
-        except EeadmError as exc:
-            log.warning("batch %d: cannot verify (%s); files go back to the queue", batch_id, exc)
-            states = {}
-            reason = reason or f"verification failed: {exc}"
-        now = self.clock()
-        updates = []
-        for p, n in attempts.items():
-            st = states.get(p)
-            if isinstance(st, FileState) and st.on_disk:
-                tape = st.tapes[0] if st.tapes else None
-                updates.append(Update(p, DONE, tape=tape))
-                continue
-            if st is not None and not isinstance(st, FileState):
-                why = st.reason
-            else:
-                why = reason or "file still not on disk after recall"
-            most = self.settings.RECALL_MAX_ATTEMPTS
-            elsewhere = self._elsewhere(st, library)
-            if elsewhere is not None and n < most:
-                log.warning(
-                    "batch %d: %s not on disk (attempt %d of %d), retried at once from its "
-                    "copy in library %s: %s",
-                    batch_id,
-                    p,
-                    n,
-                    most,
-                    elsewhere.library,
-                    why,
-                )
-                updates.append(
-                    Update(
-                        p,
-                        QUEUED,
-                        last_error=why,
-                        not_before=now,
-                        tape=elsewhere.tape,
-                        library=elsewhere.library,
-                    )
-                )
-            elif n >= most:
-                log.warning("batch %d: %s failed after %d attempt(s): %s", batch_id, p, n, why)
-                updates.append(Update(p, FAILED, last_error=f"after {n} attempt(s): {why}"))
-            else:
-                delay = self.settings.RECALL_RETRY_DELAY * 2 ** (n - 1)
-                log.warning(
-                    "batch %d: %s not on disk (attempt %d of %d), retried in %.0f s: %s",
-                    batch_id,
-                    p,
-                    n,
-                    most,
-                    delay,
-                    why,
-                )
-                updates.append(Update(p, QUEUED, last_error=why, not_before=now + delay))
-        ok = sum(u.status == DONE for u in updates)
-        outcome = "succeeded" if ok == len(updates) else ("failed" if ok == 0 else "partial")
-        self.store.queue.finish_batch(
-            batch_id,
-            outcome=outcome,
-            detail=reason or parsed.summary(),
-            eeadm_task_id=parsed.task_id,
-            updates=updates,
-        )
-        log.info(
-            "batch %d: %s, %d/%d on disk%s",
-            batch_id,
-            outcome,
-            ok,
-            len(updates),
-            f" ({reason})" if reason else "",
-        )
-
-    def _elsewhere(self, st: object, failed_in: str | None) -> Placement | None:
-        """A copy of a file that failed to recall in library `failed_in` that
-        lives in another library we may use, if any."""
-        if not isinstance(st, FileState) or not failed_in:
-            return None
-        try:
-            p = self.place(st, None, avoid=failed_in)
-        except NoCopy:
-            return None
-        return p if p.library not in (None, failed_in) else None
-
-    # -- restart ------------------------------------------------------------------------
-    def recover(self) -> None:
-        """Take over running batches no thread of ours watches: at start-up
-        (or after a take-over) every running batch; later, those whose result
-        could not be recorded or whose start failed halfway.
-
-        - its `eeadm` runs here (this node, its pid alive): wait for it;
-        - else EE may still be working on it (a recall outlives its client,
-          and another node's is not ours to see): while EE says its task is
-          waiting or running, wait; then verify its files;
-        - no task known: on this node the client died before EE named one,
-          so verify now; from another node, wait up to STAGER_LEASE for the
-          task ID first (a leader frozen or slow just after it started the
-          recall records it when it wakes), then follow it or verify.
-        Verifying puts a file that is on disk to done and the others back in
-        the queue, so a file is recalled again only after EE let it go."""
-        for b in self.store.queue.running_batches():
-            if b.id in self._threads:
-                continue
-            list_file, _ = self._files(b.id)
-            here = b.node in (None, self.settings.node)
-            if here and b.pid and _process_alive(b.pid, str(list_file)):
-                log.info("batch %d: eeadm (pid %d) still running; adopting", b.id, b.pid)
-                self._watch(b.id, self._adopt, b.id, b.pid, str(list_file))
-            elif b.eeadm_task_id:
-                log.info(
-                    "batch %d (node %s, epoch %s): its client is gone; following EE task %s",
-                    b.id,
-                    b.node or "-",
-                    b.epoch if b.epoch is not None else "-",
-                    b.eeadm_task_id,
-                )
-                self._watch(b.id, self._follow_task, b.id, b.eeadm_task_id)
-            elif not here:
-                log.info("batch %d (node %s): no EE task known yet; waiting for it", b.id, b.node)
-                self._watch(b.id, self._await_task, b.id)
-            else:
-                log.info("batch %d: eeadm is gone; verifying its files", b.id)
-                self.finish(b.id, self._batch_log(b.id), None)
-
-    def _watch(self, batch_id: int, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, name=f"adopt-{batch_id}", daemon=True)
-        self._threads[batch_id] = thread
-        thread.start()
-
-    def _batch_log(self, batch_id: int) -> str:
-        """What the batch's recall printed, if it ran on this node."""
-        _, log_file = self._files(batch_id)
-        return log_file.read_text(errors="replace") if log_file.exists() else ""
-
-    def _await_task(self, batch_id: int) -> None:
-        """Another node's batch with no EE task recorded: follow its task once
-        its ID is, or verify after STAGER_LEASE."""
-        deadline = time.monotonic() + self.settings.STAGER_LEASE
-        while time.monotonic() < deadline:
-            batch = self.store.queue.batch(batch_id)
-            if batch is None or batch.status != "running":
-                return
-            if batch.eeadm_task_id:
-                log.info("batch %d: following EE task %s", batch_id, batch.eeadm_task_id)
-                self._follow_task(batch_id, batch.eeadm_task_id)
-                return
-            time.sleep(ADOPT_POLL)
-        log.info("batch %d: no EE task named; verifying its files", batch_id)
-        self._finish_or_defer(batch_id, self._batch_log(batch_id), None)
-
-    def _follow_task(self, batch_id: int, task_id: str) -> None:
-        """Wait while EE works on the task (or cannot be asked), then verify
-        the batch's files; stop following once the lease is lost (the next
-        leader follows it)."""
-        while self.leadership is None or self.leadership.remaining() > 0:
-            try:
-                status = self.eeadm.task_status(task_id)
-            except EeadmError as exc:
-                log.info("batch %d: cannot ask EE about task %s (%s)", batch_id, task_id, exc)
-                status = "waiting"
-            if status not in TASK_ACTIVE:  # completed, or a task EE no longer knows
-                break
-            time.sleep(ADOPT_POLL)
-        else:
-            return
-        self._finish_or_defer(batch_id, self._batch_log(batch_id), None)

@@ -118,10 +118,12 @@ def usable(st: Outcome | None) -> FileState:
     return st
 
 
-def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> str:
+def poll(
+    svc: Context, path: str, taskid: str | None, explicit: str | None, priority: int = 0
+) -> str:
     """`resident` or `archived` for one Globus poll; queues the file if it must be
     recalled, from a library that holds a copy (`explicit`, a client's choice, if
-    it does)."""
+    it does), for the task at its key's `priority`."""
     s = svc.settings
     ref = taskid or ""
     trigger = s.PREFETCH and bool(taskid)  # the prefetcher reads each task's requests
@@ -189,6 +191,7 @@ def poll(svc: Context, path: str, taskid: str | None, explicit: str | None) -> s
             size=size,
             tape=where.tape,
             trigger_prefetch=trigger,
+            priority=priority,
         )
         return "archived"
 

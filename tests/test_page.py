@@ -78,6 +78,7 @@ def busy_site(make_sim, start_server, headers, wait_for):
             "recalling": [g1, g2, g3],
             "queued": queued,
             "queued_tape": tapes[queued].split("@")[0],
+            "recalling_tape": tapes[g1],
         },
     )
     store.close()
@@ -111,7 +112,8 @@ def test_status_page_in_chromium(busy_site, browser, artifacts, headers, wait_fo
     assert files["queued_tape"] in text("queue")
     running = browser.find_element(By.ID, "running")
     assert running.find_elements(By.TAG_NAME, "progress") and "0/3" in running.text
-    assert "every ready tape" in running.text  # TAPE_DRIVES unset: one recall, many tapes
+    assert files["recalling_tape"] in running.text  # the drives known: one tape per recall
+    assert "ts4500: 1 of 1 drives serve recalls" in text("drives")
     failures = text("failures")
     assert files["damaged"] in failures and "after 1 attempt(s)" in failures
     assert "recall" in text("eeadm") and "file state" in text("eeadm")

@@ -51,7 +51,7 @@ def test_1000_concurrent_polls_for_200_files(make_sim, start_server, server_env,
     )
     reads = sim.reads_per_file()
     assert set(files) <= set(reads) and max(reads.values()) == 1  # each file recalled once
-    assert len(recalls) <= 3
+    assert len(recalls) <= 5  # one per tape: the drives are known
     assert len(states) < 100
 
 

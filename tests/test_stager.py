@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from ltfsee_globus.api.context import services
-from ltfsee_globus.health import cluster
+from ltfsee_globus.health import GONE, cluster, drives_report, readiness
+from ltfsee_globus.recovery import _process_alive
 from ltfsee_globus.sim.library import Library
-from ltfsee_globus.stager import Stager, _process_alive
+from ltfsee_globus.stager import Stager
 from ltfsee_globus.store import DONE, FAILED, LEADER, QUEUED, STANDBY
 
 pytestmark = pytest.mark.both_engines
@@ -94,7 +95,8 @@ def test_lookups_for_polls_in_flight_hold_the_batch_until_quiet(staged, sim, clo
     assert len(sim.invocations("recall")) == 2
 
 
-def test_full_batches_go_at_once_and_remainder_waits(staged, sim):
+def test_full_batches_go_at_once_and_remainder_waits(staged, sim, monkeypatch):
+    monkeypatch.setenv("EEADM_SIM_DRIVE_LIST", "none")  # drives not known: batches
     svc, stager = staged(BATCH_WINDOW=1000, BATCH_MAX_FILES=2, RECALL_CONCURRENCY=4)
     queue(svc, sim.files("M")[:5])
     run_step(stager)
@@ -132,7 +134,7 @@ def test_concurrency_bound(staged, sim):
 
 
 def test_retries_back_off_then_fail_with_reason(staged, sim, clock, caplog):
-    caplog.set_level(logging.WARNING, logger="ltfsee_globus.stager")
+    caplog.set_level(logging.WARNING, logger="ltfsee_globus")
     svc, stager = staged(RECALL_MAX_ATTEMPTS=3, RECALL_RETRY_DELAY=100)
     path = sim.files("M")[0]
     lib = Library(sim.root)
@@ -212,7 +214,8 @@ def test_restart_adopts_a_recall_still_running(staged, sim, tmp_path):
     assert svc.store.queue.batch(batch_id).eeadm_task_id == "1:1001"  # the colon form, kept whole
 
 
-def test_baseline_mode_recalls_one_file_per_eeadm_call(staged, sim):
+def test_baseline_mode_recalls_one_file_per_eeadm_call(staged, sim, monkeypatch):
+    monkeypatch.setenv("EEADM_SIM_DRIVE_LIST", "none")  # drives not known: batches
     svc, stager = staged(BATCH_MAX_FILES=1, BATCH_WINDOW=0, RECALL_CONCURRENCY=8)
     queue(svc, sim.files("M")[:4])
     run_step(stager)
@@ -265,14 +268,25 @@ def test_a_recall_between_two_execs_is_still_alive(tmp_path):
 
 
 @pytest.fixture
-def gated(fake_eeadm, sim, tmp_path):
+def gated_over(fake_eeadm, tmp_path):
+    """gated_over(sim): (eeadm command over `sim` whose recalls wait until
+    `open_gate()`, open_gate)."""
+
+    def make(sim):
+        gate = tmp_path / f"gate-{sim.root.name}"
+        cmd = fake_eeadm(f"""\
+            if [ "$1" = recall ]; then while [ ! -e {gate} ]; do sleep 0.02; done; fi
+            exec {" ".join(sim.command)} "$@"
+            """)
+        return cmd, gate.touch
+
+    return make
+
+
+@pytest.fixture
+def gated(gated_over, sim):
     """(eeadm command whose recalls wait until `open_gate()`, open_gate)."""
-    gate = tmp_path / "gate"
-    cmd = fake_eeadm(f"""\
-        if [ "$1" = recall ]; then while [ ! -e {gate} ]; do sleep 0.02; done; fi
-        exec {" ".join(sim.command)} "$@"
-        """)
-    return cmd, gate.touch
+    return gated_over(sim)
 
 
 def by_tape(sim) -> list[list[str]]:
@@ -432,7 +446,7 @@ def test_a_dead_nodes_recall_is_followed_in_ee_and_not_started_again(staged, mak
     batch_id, _ = svc.store.queue.claim("", 100, started_by=("n1", 1))
     task = slow.recall_then_kill(m)  # node n1's recall; n1 dies, EE goes on
     svc.store.queue.set_batch_task(batch_id, task)
-    caplog.set_level(logging.INFO, "ltfsee_globus.stager")
+    caplog.set_level(logging.INFO, "ltfsee_globus")
     stager.recover()
     assert f"following EE task {task}" in caplog.text
     assert {svc.store.polls.lookup(p).status for p in m} == {"recalling"}  # not re-queued
@@ -440,3 +454,93 @@ def test_a_dead_nodes_recall_is_followed_in_ee_and_not_started_again(staged, mak
     assert {svc.store.polls.lookup(p).status for p in m} == {DONE}
     assert len(slow.invocations("recall")) == 1
     assert slow.invocations("task show")
+
+
+# -- sharing the drives ----------------------------------------------------------------------
+def test_no_recall_drive_in_service_the_queue_waits_and_says_why(staged, sim):
+    lib = Library(sim.root)
+    for serial in ("SIM000000000", "SIM000000001"):
+        lib.set_drive(serial, enabled=False)
+    svc, stager = staged(BATCH_WINDOW=0, BATCH_QUIET=0)
+    m = sim.files("M")[:3]
+    queue(svc, m)
+    run_step(stager)
+    assert sim.invocations("recall") == []
+    assert svc.store.ops.counts().files == {"queued": 3, "recalling": 0, "done": 0, "failed": 0}
+    said = "no recall drive in service in library ts4500: its queue waits"
+    assert drives_report(svc.store, svc.settings)["says"] == said
+    assert readiness(svc.settings, svc.store, svc.eeadm)["drives"] == f"warning: {said}"
+    lib.set_drive("SIM000000001", enabled=True)
+    lib.close()
+    stager.drives.read()  # (the stager reads it again every DRIVE_REFRESH)
+    run_step(stager)
+    run_step(stager)
+    assert {svc.store.polls.lookup(p).status for p in m} == {DONE}
+    assert drives_report(svc.store, svc.settings)["state"] == "ok"
+
+
+def test_a_drive_taken_down_mid_recall_the_work_goes_on_with_the_rest(staged, sim, gated, clock):
+    cmd, open_gate = gated
+    svc, stager = staged(EEADM_COMMAND=cmd, BATCH_WINDOW=0, BATCH_QUIET=0)
+    a, b, c = by_tape(sim)
+    ask(svc, sim, clock, a[:2] + b[:2] + c[:2])
+    stager.step()
+    assert len(running_tapes(svc)) == 2  # two drives
+    lib = Library(sim.root)
+    lib.set_drive("SIM000000001", enabled=False)
+    lib.close()
+    open_gate()
+    stager.wait_idle()
+    stager.drives.read()  # what the stager does soon after a recall ends
+    stager.step()
+    assert len(running_tapes(svc)) == 1  # one drive left: one tape at a time
+    stager.wait_idle()
+    run_step(stager)
+    assert {svc.store.polls.lookup(p).status for p in a[:2] + b[:2] + c[:2]} == {DONE}
+    assert svc.store.ops.counts().files["failed"] == 0
+
+
+def test_one_drive_goes_to_the_small_request_when_the_restores_piece_ends(
+    staged, make_sim, gated_over, clock
+):
+    """A restore holds the only drive; a small request arrives; when the
+    restore's piece ends the drive goes to the small request, not to the
+    restore's next tape (bigger, and waiting longer)."""
+    sim = make_sim("one", drives=1, tapes=3)
+    cmd, open_gate = gated_over(sim)
+    svc, stager = staged(EEADM_COMMAND=cmd, MANAGED_ROOTS=[str(sim.fs)], BATCH_WINDOW=0)
+    a, b, c = by_tape(sim)
+    tape = sim.tapes()
+    for p in a + b:
+        svc.store.polls.request(p, "", "wlcg", "restore", tape=tape[p], size=10**9)
+    clock.advance(100)
+    stager.step()
+    [first] = running_tapes(svc)
+    svc.store.polls.request(c[0], "", "globus", "small", tape=tape[c[0]], size=10**6)
+    clock.advance(10)
+    open_gate()
+    stager.wait_idle()
+    stager.step()
+    assert list(running_tapes(svc)) == [tape[c[0]]]
+    stager.wait_idle()
+    run_step(stager)
+    run_step(stager)
+    assert {svc.store.polls.lookup(p).status for p in a + b + c[:1]} == {DONE}
+    assert first != tape[c[0]]
+
+
+def test_the_node_table_counts_the_processes_that_are_there(staged):
+    """A process killed -9 never leaves the table itself: after `alive`
+    seconds of silence it is not counted, and a node with none left is gone;
+    the leader forgets such rows after a day (prune)."""
+    svc, _ = staged()
+    leases = svc.store.leases
+    for owner in ("h1:1", "h1:2"):
+        leases.heartbeat(owner, "n1", STANDBY, "v1", None)
+    assert [(n["node"], n["role"], n["processes"]) for n in cluster(svc.store, 3600)["nodes"]] == [
+        ("n1", STANDBY, 2)
+    ]
+    [gone] = cluster(svc.store, 0.0)["nodes"]
+    assert (gone["role"], gone["processes"]) == (GONE, 0)
+    assert leases.forget_members(-1.0) == 2
+    assert cluster(svc.store)["nodes"] == []

@@ -126,8 +126,11 @@ def test_claims_take_whole_tapes_oldest_first_and_respect_not_before(store, cloc
     for i in range(2):
         store.polls.request(f"/gpfs/a{i}", "lib1", "globus", "t", tape=T1)
     store.polls.request("/gpfs/other", "lib2", "globus", "t")
-    assert {q.library: q.n for q in store.queue.queued_by_library()} == {"lib1": 5, "lib2": 1}
-    assert store.queue.queued_tapes("lib1") == {T2: (3, 1_000_000.0), T1: (2, 1_000_003.0)}
+    assert [(q.library, q.tape, q.owner, q.files, q.oldest) for q in store.queue.tapes()] == [
+        ("lib1", T1, "globus:t", 2, 1_000_003.0),
+        ("lib1", T2, "globus:t", 3, 1_000_000.0),
+        ("lib2", "", "globus:t", 1, 1_000_003.0),
+    ]
     batch_id, paths = store.queue.claim("lib1", 4)
     assert paths == ["/gpfs/b0", "/gpfs/b1", "/gpfs/b2", "/gpfs/a0"]
     assert store.queue.batch_files(batch_id) == {p: 1 for p in paths}
@@ -592,3 +595,91 @@ def test_processes_taking_the_lease_at_once_get_one_epoch(make_store):
     with ThreadPoolExecutor(len(stores)) as pool:
         got = list(pool.map(lambda i: stores[i].leases.take(f"h:{i}", "n", 30), range(len(stores))))
     assert sorted(got, key=lambda e: e or 0) == [None] * 5 + [1]
+
+
+# -- the queue's summary and its claims ----------------------------------------------------
+def summary(store) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(library, tape, owner) -> (files, bytes), as the stager reads it."""
+    return {(q.library, q.tape, q.owner): (q.files, q.bytes) for q in store.queue.tapes()}
+
+
+def recount(store) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """The same, counted from the file records themselves."""
+    out: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for f in store.ops.files(status=QUEUED, limit=10_000):
+        key = (f.library, f.tape or "", f.owner)
+        n, b = out.get(key, (0, 0))
+        out[key] = (n + 1, b + (f.size or 0))
+    return out
+
+
+def test_the_queue_summary_follows_every_change_of_the_files(store, clock):
+    """Enqueue by polls, requests and prefetch, claims (whole and bounded),
+    verdicts (done, retried, failed, moved to another library), cancels,
+    operator retries: the triggers keep the summary equal to a recount."""
+    for i in range(12):
+        tape = (T1, T2, None)[i % 3]
+        store.polls.request(f"/gpfs/g{i}", "lib1", "globus", f"task{i % 2}", size=10 + i, tape=tape)
+        clock.advance(1)
+    store.prefetch.add("task0", [(f"/gpfs/p{i}", 5, T2, "lib1") for i in range(3)])
+    store.requests.create("req1", "default", [("/gpfs/w0", "/gpfs/w0", None)])
+    store.requests.intake("req1", "/gpfs/w0", None, None, ("lib2", T1), size=7)
+    assert summary(store) == recount(store)
+    assert summary(store)[("lib1", T2, "globus:task0")] == (2 + 3, 14 + 20 + 15)
+    assert summary(store)[("lib2", T1, "wlcg:req1")] == (1, 7)
+
+    batch_id, paths = store.queue.claim("lib1", 100, tape=T1, max_bytes=25)
+    assert paths == ["/gpfs/g0", "/gpfs/g3"]  # 10 + 13 bytes; the next (16) would pass 25
+    assert summary(store) == recount(store)
+    assert store.queue.batch(batch_id).requesters == {"globus:task0", "globus:task1"}
+    assert store.queue.batch(batch_id).bytes == 23
+    finish(
+        store,
+        batch_id,
+        [
+            Update("/gpfs/g0", QUEUED, "x", not_before=clock() + 30),
+            Update("/gpfs/g3", QUEUED, "x", library="lib2", tape=T2),
+        ],
+    )
+    assert summary(store) == recount(store)
+    whole, taken = store.queue.claim("lib1", 5)
+    assert len(taken) == 5
+    finish(store, whole, [Update(p, FAILED if p.endswith("1") else DONE) for p in taken])
+    assert summary(store) == recount(store)
+    store.ops.cancel(["/gpfs/g2", "/gpfs/p0"], None, "op")
+    store.ops.retry({p: Placement("lib1", T1) for p in taken if p.endswith("1")}, "op")
+    assert summary(store) == recount(store)
+    while store.queue.claim("lib1", 3) or store.queue.claim("lib2", 3):
+        pass
+    clock.advance(31)
+    assert summary(store) == recount(store)
+    assert [(q.files, q.oldest) for q in store.queue.tapes()] == [(1, 1_000_000.0)]  # g0, due now
+
+
+def test_a_file_waiting_for_its_retry_does_not_make_its_tape_ready(store, clock):
+    store.polls.request("/gpfs/a", "lib1", "globus", "t", size=1, tape=T1)
+    batch_id, _ = store.queue.claim("lib1", 10, tape=T1)
+    finish(store, batch_id, [Update("/gpfs/a", QUEUED, "x", not_before=clock() + 30)])
+    [row] = store.queue.tapes()
+    assert (row.files, row.oldest) == (1, None)  # queued, not ready
+    assert store.queue.claim("lib1", 10, tape=T1) is None
+    clock.advance(30)
+    assert store.queue.tapes()[0].oldest == 1_000_000.0
+    assert store.queue.claim("lib1", 10, tape=T1)[1] == ["/gpfs/a"]
+
+
+def test_a_file_larger_than_the_bound_is_claimed_alone(store):
+    store.polls.request("/gpfs/big", "lib1", "globus", "t", size=500, tape=T1)
+    store.polls.request("/gpfs/small", "lib1", "globus", "t", size=1, tape=T1)
+    assert store.queue.claim("lib1", 10, tape=T1, max_bytes=100)[1] == ["/gpfs/big"]
+    assert store.queue.claim("lib1", 10, tape=T1, max_bytes=100)[1] == ["/gpfs/small"]
+
+
+def test_a_keys_priority_goes_with_what_it_queues(store):
+    store.polls.request("/gpfs/a", "lib1", "globus", "t", tape=T1, priority=5)
+    store.requests.create("r", "vip", [("/gpfs/b", "/gpfs/b", None)], priority=7)
+    store.requests.intake("r", "/gpfs/b", None, None, ("lib1", T2))
+    assert {(q.tape, q.owner, q.priority) for q in store.queue.tapes()} == {
+        (T1, "globus:t", 5),
+        (T2, "wlcg:r", 7),
+    }

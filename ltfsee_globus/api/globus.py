@@ -69,13 +69,13 @@ EEADM_ERRORS = errors(400, 403, 404, 413, 502, 503, 504)
 )
 def globus_recall():
     svc = services()
-    authenticate(request, svc.settings.AUTH_KEY)
+    key = authenticate(request, svc.settings.AUTH_KEY)
     body = json_object()
     path = check_managed(body.get("path"), svc.settings.MANAGED_ROOTS, resolve=False)
     taskid = optional_str(body, "globus_taskid")
     library = check_library(optional_str(body, "library"), svc.settings.LTFSEE_LIB)
     try:
-        state = poll(svc, path, taskid, library)
+        state = poll(svc, path, taskid, library, svc.settings.KEY_PRIORITY.get(key, 0))
     except RecallFailed:
         svc.metrics.poll("failed")
         raise

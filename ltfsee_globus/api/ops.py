@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..auth import authenticate
 from ..errors import problem
-from ..health import cluster, readiness
+from ..health import cluster, drives_report, passed, readiness
 from ..metrics import store_metrics
 from .context import Services, services
 from .spec import OBJECT, STRING, errors, json_response, operation
@@ -19,7 +19,8 @@ bp = Blueprint("ops", __name__)
 def status_summary(svc: Services) -> dict:
     summary = asdict(svc.store.ops.counts())
     summary["prefetch"]["tasks"] = [asdict(t) for t in svc.store.prefetch.tasks()]
-    summary.update(cluster(svc.store))
+    summary.update(cluster(svc.store, 3 * svc.settings.STAGER_LEASE))
+    summary["drives"] = drives_report(svc.store, svc.settings)
     summary["store"] = svc.store.describe()
     return summary
 
@@ -40,7 +41,7 @@ def readyz():
     """200 when this instance can do its work; 503 naming what stops it."""
     svc = services()
     checks = readiness(svc.settings, svc.store, svc.eeadm, eeadm_hangs=svc.lookup.breaker_open())
-    failed = {k: v for k, v in checks.items() if v != "ok"}
+    failed = {k: v for k, v in checks.items() if not passed(v)}
     if failed:
         detail = "; ".join(f"{k}: {v}" for k, v in failed.items())
         return problem(503, "Not ready", detail, extra={"checks": checks})
@@ -63,7 +64,5 @@ def status():
 )
 def metrics():
     svc = services()
-    body, content_type = svc.metrics.exposition(
-        lambda: store_metrics(svc.store, svc.settings.LTFSEE_LIB)
-    )
+    body, content_type = svc.metrics.exposition(lambda: store_metrics(svc.store, svc.settings))
     return Response(body, content_type=content_type)

@@ -51,7 +51,7 @@ def status_page():
     user = page_user(request, svc.settings.AUTH_KEY)
     if user is None:
         return _login_page(401)
-    report = status_report(svc.store)
+    report = status_report(svc.store, svc.settings)
     resp = make_response(
         render_template(
             "status.html",

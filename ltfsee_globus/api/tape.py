@@ -189,7 +189,9 @@ def stage():
         except PathRefused as exc:
             entries[asked] = (asked, asked, str(exc))
     request_id = str(uuid.uuid4())
-    svc.store.requests.create(request_id, owner, list(entries.values()))
+    svc.store.requests.create(
+        request_id, owner, list(entries.values()), svc.settings.KEY_PRIORITY.get(owner, 0)
+    )
     resp = jsonify(requestId=request_id)
     resp.status_code = 201
     resp.headers["Location"] = f"{request.host_url.rstrip('/')}{_root(svc)}/stage/{request_id}"

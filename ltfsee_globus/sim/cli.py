@@ -4,14 +4,19 @@
     eeadm-sim recall [LISTFILE] [-l LIB] [--resident]   (list from stdin without LISTFILE)
     eeadm-sim task show N [-r]
     eeadm-sim node list
+    eeadm-sim drive list [--json] [-l LIB]
+    eeadm-sim drive down|up SERIAL        (take a drive out of service, put it back)
 
-The library directory comes from `EEADM_SIM_DIR`. Output and exit codes follow
+The library directory comes from `EEADM_SIM_DIR`; EEADM_SIM_DRIVE_LIST=text
+makes `drive list --json` fail as on EE releases without it, =none makes
+every `drive list` fail (the service then does not know the drives). Output and exit codes follow
 docs/eeadm.md; `recall` blocks until its task has finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -116,6 +121,66 @@ def cmd_task_show(lib: Library, label: str, results: bool) -> int:
     return 0
 
 
+#: `eeadm drive list`'s text columns and their widths.
+DRIVE_COLUMNS = (
+    ("Drive S/N", 14),
+    ("Status", 8),
+    ("State", 13),
+    ("Type", 6),
+    ("Role", 6),
+    ("Library", 11),
+    ("Node ID", 9),
+    ("Tape", 10),
+    ("Node Group", 12),
+    ("Task ID", 0),
+)
+
+
+def cmd_drive_list(lib: Library, library: str | None, as_json: bool) -> int:
+    form = os.environ.get("EEADM_SIM_DRIVE_LIST", "json")
+    if form == "none":
+        _say("GLESL001E: the drive list is not available.", sys.stderr)
+        return 1
+    if as_json and form == "text":
+        print("eeadm: error: unrecognized arguments: --json", file=sys.stderr)
+        return 2
+    rows = []
+    for d in lib.drives():
+        if library is not None and d["library"] != library:
+            continue
+        if not d["enabled"]:
+            status, state = "info", "disabled"
+        else:
+            status = "ok"
+            state = "in_use" if d["busy"] else "mounted" if d["tape"] else "not_mounted"
+        rows.append((d, status, state))
+    if as_json:
+        payload = [
+            {
+                "id": d["serial"],
+                "state": state,
+                "status": status,
+                "type": "LTO9",
+                "role": "mrg",
+                "library_name": d["library"],
+                "node_id": 1,
+                "tape_barcode": d["tape"] or "",
+                "nodegroup_name": "G0",
+                "task_id": str(d["task"] or ""),
+            }
+            for d, status, state in rows
+        ]
+        print(json.dumps({"payload": payload, "version": 1}))
+        return 0
+    print("".join(name.ljust(width) for name, width in DRIVE_COLUMNS).rstrip())
+    for d, status, state in rows:
+        cells = (d["serial"], status, state, "LTO9", "mrg", d["library"], "1")
+        cells += (d["tape"] or "-", "G0", str(d["task"] or "-"))
+        line = "".join(c.ljust(w) for c, (_, w) in zip(cells, DRIVE_COLUMNS, strict=True))
+        print(line.rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eeadm-sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="group", required=True)
@@ -132,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("task_id")
     ts.add_argument("-r", action="store_true", dest="results")
     sub.add_parser("node").add_subparsers(dest="cmd", required=True).add_parser("list")
+    dp = sub.add_parser("drive").add_subparsers(dest="cmd", required=True)
+    dl = dp.add_parser("list")
+    dl.add_argument("--json", action="store_true", dest="as_json")
+    dl.add_argument("-l", dest="library")
+    for verb in ("down", "up"):
+        dp.add_parser(verb).add_argument("serial")
     return parser
 
 
@@ -153,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_recall(lib, args.listfile, args.library, args.resident)
         if args.group == "task":
             return cmd_task_show(lib, args.task_id, args.results)
+        if args.group == "drive" and args.cmd == "list":
+            return cmd_drive_list(lib, args.library, args.as_json)
+        if args.group == "drive":
+            lib.set_drive(args.serial, enabled=args.cmd == "up")
+            _say(f"GLESL641I: Drive {args.serial} is {args.cmd}.")
+            return 0
         print(" Node ID | State     | Node IP   | Library\n 1       | available | 127.0.0.1 | sim")
         return 0
     except SimError as exc:

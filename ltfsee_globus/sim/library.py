@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS copies (
     path TEXT NOT NULL, copy INTEGER NOT NULL, tape TEXT NOT NULL, position INTEGER NOT NULL,
     PRIMARY KEY (path, copy));
 """
+#: Whether a drive is in service (`eeadm-sim drive down|up`).
+DRIVE_ENABLED = "ALTER TABLE drives ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1"
 #: EE keeps at most three copies of a file.
 MAX_COPIES = 3
 
@@ -106,6 +108,9 @@ class Library:
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA busy_timeout = 60000")
         self.conn.executescript(COPIES)  # libraries made before copies existed
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(drives)")}
+        if "enabled" not in columns:  # libraries made before drives could go down
+            self.conn.execute(DRIVE_ENABLED)
         meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         self.origin = float(meta["origin"])
         self.time_scale = float(meta["time_scale"])
@@ -279,7 +284,7 @@ class Library:
         """The (drive, work, start) to schedule next, or None if nothing starts by now."""
         best = None
         for d in drives:
-            if d["free_at"] > now:
+            if d["free_at"] > now or not d["enabled"]:
                 continue
             elsewhere = {o["tape"] for o in drives if o is not d and o["tape"]}
             eligible = [
@@ -388,6 +393,45 @@ class Library:
                     "started = coalesce(started, created) WHERE id = ?",
                     (end, failed or 0, task_id),
                 )
+
+    # -- drives -------------------------------------------------------------
+    @staticmethod
+    def serial(drive_id: int) -> str:
+        """A drive's serial number as `eeadm drive list` shows it."""
+        return f"SIM{drive_id:09d}"
+
+    def drives(self) -> list[dict]:
+        """Each drive now: serial, library, tape it holds, whether it reads
+        (and for which task), whether it is in service."""
+        with self.locked() as now:
+            rows = self.conn.execute(
+                "SELECT d.*, (SELECT w.task_id FROM work w WHERE w.drive = d.id "
+                "AND w.started <= ?1 AND w.finished > ?1 LIMIT 1) AS task "
+                "FROM drives d ORDER BY d.id",
+                (now,),
+            ).fetchall()
+        return [
+            {
+                "serial": self.serial(r["id"]),
+                "library": r["library"],
+                "tape": r["tape"],
+                "busy": r["free_at"] > now,
+                "task": r["task"],
+                "enabled": bool(r["enabled"]),
+            }
+            for r in rows
+        ]
+
+    def set_drive(self, serial: str, enabled: bool) -> None:
+        """Take a drive out of service or put it back (`eeadm drive down|up`).
+        A drive taken down finishes the read it is doing and takes no more."""
+        ids = {self.serial(r[0]): r[0] for r in self.conn.execute("SELECT id FROM drives")}
+        if serial not in ids:
+            raise SimError(f"GLESL640E: Drive {serial} does not exist.")
+        with self.locked():
+            self.conn.execute(
+                "UPDATE drives SET enabled = ? WHERE id = ?", (int(enabled), ids[serial])
+            )
 
     # -- administration -----------------------------------------------------
     def damage(self, paths: Iterable[str]) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .db import Database, Tx, placeholders, process_owner
-from .records import ACTIVE, FAILED, QUEUED, FileRecord
+from .records import ACTIVE, FAILED, QUEUED, RECALLING, FileRecord
 
 #: How many values one `IN (...)` list carries.
 CHUNK = 500
@@ -26,18 +26,24 @@ def enqueue(
     size: int | None,
     tape: str | None,
     now: float,
+    owner: str = "",
+    priority: int = 0,
 ) -> tuple[str, bool]:
     """Queue a file unless it is queued or recalling (then it is left alone).
     A file that was done or failed is queued afresh with its attempts reset.
-    Returns its status afterwards and whether this call queued it."""
+    `owner` is the requester it is queued for (the scheduler shares the
+    drives among them), `priority` its key's. Returns its status afterwards
+    and whether this call queued it."""
     row = c.one(
         "INSERT INTO files (path, library, status, prefetched, requested, size, tape, "
-        "queued_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "queued_at, created_at, updated_at, owner, priority) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (path) DO UPDATE SET library = excluded.library, status = excluded.status, "
         "attempts = 0, last_error = NULL, batch_id = NULL, prefetched = excluded.prefetched, "
         "requested = excluded.requested, size = coalesce(excluded.size, files.size), "
         "tape = coalesce(excluded.tape, files.tape), queued_at = excluded.queued_at, "
-        "not_before = 0, updated_at = excluded.updated_at, finished_at = NULL "
+        "not_before = 0, updated_at = excluded.updated_at, finished_at = NULL, "
+        "owner = excluded.owner, priority = excluded.priority "
         "WHERE files.status NOT IN (?, ?) RETURNING status",
         (
             path,
@@ -50,6 +56,8 @@ def enqueue(
             now,
             now,
             now,
+            owner,
+            priority,
             *ACTIVE,
         ),
     )
@@ -57,6 +65,13 @@ def enqueue(
         return QUEUED, True
     # active: the upsert left it (and, on PostgreSQL, locked its row)
     return c.scalar("SELECT status FROM files WHERE path = ?", (path,)), False
+
+
+def requester(kind: str, ref: str) -> str:
+    """The requester a file is queued for, as the scheduler counts drives:
+    `globus:TASK` (a transfer, or `globus:` for polls without a task),
+    `wlcg:REQUEST`; a prefetched file is its task's."""
+    return f"{kind}:{ref}" if kind else ""
 
 
 def lock_file(c: Tx, db: Database, path: str) -> None:
@@ -143,14 +158,24 @@ class Polls:
         size: int | None = None,
         tape: str | None = None,
         trigger_prefetch: bool = False,
+        priority: int = 0,
     ) -> str:
         """Queue a file a client asked for, unless it is already queued or
-        recalling, and record who asked. Returns the file's status afterwards."""
+        recalling, and record who asked (a file it queues is theirs, at
+        `priority`). Returns the file's status afterwards."""
 
         def work(c: Tx) -> str:
             now = self.clock()
             status, fresh = enqueue(
-                c, path, library, prefetched=False, size=size, tape=tape, now=now
+                c,
+                path,
+                library,
+                prefetched=False,
+                size=size,
+                tape=tape,
+                now=now,
+                owner=requester(kind, ref),
+                priority=priority,
             )
             if not fresh:  # already wanted: a prefetched one is now a hit
                 confirm(c, path)
@@ -236,16 +261,28 @@ class Tapes:
         return busy
 
     def library_load(self) -> dict[str, int]:
-        """Files queued or recalling per library."""
-        rows = self.db.all(
-            "SELECT library, count(*) FROM files WHERE status IN (?, ?) GROUP BY library", ACTIVE
-        )
-        return {r[0]: r[1] for r in rows}
+        """Files queued or recalling per library (the queue's summary rows and
+        the running batches: as cheap at a million files as at ten)."""
+
+        def read(c: Tx) -> dict[str, int]:
+            load: dict[str, int] = {}
+            for library, n in c.all(
+                "SELECT library, sum(files) FROM queue_tapes GROUP BY library "
+                "UNION ALL SELECT library, sum(n_files) FROM batches "
+                "WHERE status = 'running' GROUP BY library"
+            ):
+                load[library] = load.get(library, 0) + int(n)
+            return load
+
+        return self.db.read(read)
 
     def active_tapes(self) -> set[str]:
         """Tapes of the files queued or recalling: they will be mounted anyway."""
         rows = self.db.all(
-            "SELECT DISTINCT tape FROM files WHERE status IN (?, ?) AND tape IS NOT NULL", ACTIVE
+            "SELECT tape FROM queue_tapes WHERE tape <> '' UNION "
+            "SELECT DISTINCT f.tape FROM batches b JOIN files f ON f.batch_id = b.id "
+            "WHERE b.status = 'running' AND f.status = ? AND f.tape IS NOT NULL",
+            (RECALLING,),
         )
         return {r[0] for r in rows}
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..parse import Drive
 from ..placement import Placement
 from .db import Database, Tx, process_owner
+from .queue import TAPES
 from .records import (
     CANCELLED,
     FAILED,
@@ -23,6 +25,8 @@ from .records import (
     EeadmHealth,
     FileRecord,
     OperatorAction,
+    QueuedTape,
+    TapeDrive,
     TapeQueue,
 )
 
@@ -81,24 +85,33 @@ class Operators:
         )
 
     def queue_by_tape(self) -> list[TapeQueue]:
-        """Queued files per library and tape, with the oldest one's age."""
-        return self.db.records(
-            TapeQueue,
-            "SELECT library, coalesce(tape, '') AS tape, count(*) AS files, "
-            "CAST(coalesce(sum(size), 0) AS BIGINT) AS bytes, ? - min(queued_at) AS oldest_age "
-            "FROM files WHERE status = ? GROUP BY library, coalesce(tape, '') "
-            "ORDER BY oldest_age DESC",
-            (self.clock(), QUEUED),
-        )
+        """Queued files per library and tape, with the oldest ready one's age
+        (the queue's summary rows: as cheap at a million files as at ten)."""
+        now = self.clock()
+        tapes: dict[tuple[str, str], list[QueuedTape]] = {}
+        for q in self.db.records(QueuedTape, TAPES, (now,)):
+            tapes.setdefault((q.library, q.tape), []).append(q)
+        out = [
+            TapeQueue(
+                library=library,
+                tape=tape,
+                files=sum(q.files for q in rows),
+                bytes=sum(q.bytes for q in rows),
+                oldest_age=max((now - q.oldest for q in rows if q.oldest is not None), default=0.0),
+            )
+            for (library, tape), rows in tapes.items()
+        ]
+        return sorted(out, key=lambda q: -q.oldest_age)
 
     def queue_by_library(self) -> list[Backlog]:
-        """Queued files per library, with the oldest one's age."""
-        return self.db.records(
-            Backlog,
-            "SELECT library, count(*) AS files, ? - min(queued_at) AS oldest_age FROM files "
-            "WHERE status = ? GROUP BY library ORDER BY library",
-            (self.clock(), QUEUED),
-        )
+        """Queued files per library, with the oldest ready one's age."""
+        by_library: dict[str, Backlog] = {}
+        for q in self.queue_by_tape():
+            was = by_library.get(q.library, Backlog(q.library, 0, 0.0))
+            by_library[q.library] = Backlog(
+                q.library, was.files + q.files, max(was.oldest_age, q.oldest_age)
+            )
+        return [by_library[k] for k in sorted(by_library)]
 
     def counts(self) -> Counts:
         """Totals kept by the store's triggers (a scrape costs the same at ten
@@ -106,7 +119,8 @@ class Operators:
 
         def read(c: Tx) -> tuple[dict[str, int], float | None]:
             tally = dict(c.all("SELECT name, CAST(sum(n) AS BIGINT) FROM tallies GROUP BY name"))
-            oldest = c.scalar("SELECT min(queued_at) FROM files WHERE status = ?", (QUEUED,))
+            rows = c.records(QueuedTape, TAPES, (self.clock(),))
+            oldest = min((q.oldest for q in rows if q.oldest is not None), default=None)
             return tally, oldest
 
         tally, oldest = self.db.read(read)
@@ -149,6 +163,31 @@ class Operators:
                 (subcommand, now, outcome, seconds, int(failed), error, now if failed else None),
             ),
             polls=False,
+        )
+
+    def set_drives(self, drives: Sequence[Drive]) -> None:
+        """Replace the drives on record with what `eeadm drive list` said now."""
+
+        def work(c: Tx) -> None:
+            now = self.clock()
+            c.execute("DELETE FROM tape_drives")
+            c.executemany(
+                "INSERT INTO tape_drives (id, library, status, state, role, tape, recall, "
+                "seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    (d.id, d.library, d.status, d.state, d.role, d.tape, d.serves_recalls, now)
+                    for d in drives
+                ],
+            )
+
+        self.db.write(work, polls=False)
+
+    def drives(self) -> list[TapeDrive]:
+        """The drives on record, by library."""
+        return self.db.records(
+            TapeDrive,
+            "SELECT *, ? - seen_at AS age FROM tape_drives ORDER BY library, id",
+            (self.clock(),),
         )
 
     def eeadm_health(self) -> list[EeadmHealth]:

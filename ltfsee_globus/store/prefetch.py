@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .db import Database, Tx
-from .files import add_requester, enqueue
+from .files import add_requester, enqueue, requester
 from .records import QUEUED, PrefetchTally
 
 
@@ -57,7 +57,16 @@ class Prefetch:
             now = self.clock()
             n = nbytes = 0
             for path, size, tape, library in files:
-                _, fresh = enqueue(c, path, library, prefetched=True, size=size, tape=tape, now=now)
+                _, fresh = enqueue(
+                    c,
+                    path,
+                    library,
+                    prefetched=True,
+                    size=size,
+                    tape=tape,
+                    now=now,
+                    owner=requester("globus", taskid),
+                )
                 if fresh:
                     add_requester(c, path, "prefetch", taskid, now)
                     n += 1

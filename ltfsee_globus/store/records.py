@@ -76,6 +76,8 @@ class FileRecord:
     updated_at: float
     finished_at: float | None
     known: bool = False  # lookup(): the requester it named has asked for it before
+    owner: str = ""  # the requester it was queued for (a Globus task, a WLCG request)
+    priority: int = 0  # its key's scheduling priority
 
 
 @dataclass(frozen=True)
@@ -109,16 +111,28 @@ class Batch:
     files_done: int = 0  # batches(): its files on disk so far
     node: str | None = None  # the node whose stager started it
     epoch: int | None = None  # the stager lease's epoch it was started under
+    owners: str = ""  # who queued its files (requester keys, one a line)
+    bytes: int = 0  # what its files hold, as far as known
+
+    @property
+    def requesters(self) -> frozenset[str]:
+        return frozenset(o for o in self.owners.split("\n") if o)
 
 
 @dataclass(frozen=True)
-class LibraryQueue:
-    """The files of one library ready for a recall now."""
+class QueuedTape:
+    """Queued files of one library and tape (tape "": not known) that one
+    requester queued; `oldest`: when the tape's oldest file ready now was
+    queued (None: every file of it waits for a retry)."""
 
     library: str
-    n: int
-    oldest: float
+    tape: str
+    owner: str
+    priority: int
+    files: int
+    bytes: int
     newest: float
+    oldest: float | None
 
 
 @dataclass(frozen=True)
@@ -176,6 +190,20 @@ class PrefetchTally:
     asked_bytes: int
     dropped_files: int
     dropped_bytes: int
+
+
+@dataclass(frozen=True)
+class TapeDrive:
+    """A drive as the stager last read it from `eeadm drive list`."""
+
+    id: str
+    library: str
+    status: str
+    state: str
+    role: str
+    tape: str
+    recall: bool  # it can serve recalls now
+    age: float  # seconds since it was read
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .db import Database, Tx
-from .files import add_requester, confirm, enqueue, lock_file
+from .files import add_requester, confirm, enqueue, lock_file, requester
 from .records import (
     CANCELLED,
     FINAL,
@@ -37,7 +37,11 @@ class Requests:
         self.clock = clock
 
     def create(
-        self, request_id: str, owner: str, files: Sequence[tuple[str, str, str | None]]
+        self,
+        request_id: str,
+        owner: str,
+        files: Sequence[tuple[str, str, str | None]],
+        priority: int = 0,
     ) -> None:
         """Record a stage request: (as the client wrote it, normalised path,
         error) per distinct string the client sent; a file with an error is
@@ -47,8 +51,8 @@ class Requests:
 
         def work(c: Tx) -> None:
             c.execute(
-                "INSERT INTO stage_requests (id, owner, created_at) VALUES (?, ?, ?)",
-                (request_id, owner, now),
+                "INSERT INTO stage_requests (id, owner, created_at, priority) VALUES (?, ?, ?, ?)",
+                (request_id, owner, now, priority),
             )
             c.executemany(
                 "INSERT INTO request_files (request_id, asked_as, path, position, state, "
@@ -116,8 +120,19 @@ class Requests:
             now = self.clock()
             new_state = state
             if new_state is None:
+                priority = c.scalar(
+                    "SELECT priority FROM stage_requests WHERE id = ?", (request_id,)
+                )
                 status, fresh = enqueue(
-                    c, path, library, prefetched=False, size=size, tape=tape, now=now
+                    c,
+                    path,
+                    library,
+                    prefetched=False,
+                    size=size,
+                    tape=tape,
+                    now=now,
+                    owner=requester("wlcg", request_id),
+                    priority=priority or 0,
                 )
                 if not fresh:
                     confirm(c, path)

@@ -1,0 +1,170 @@
+"""Which tapes go to EE next: the stager's scheduling policy, as a pure function.
+
+When the drives are known, the stager hands EE one tape's files per recall,
+a piece bounded in bytes, and about one piece per recall drive, so that a
+drive comes back to us at bounded intervals and we, not EE's first-come
+queue, choose what it reads next. `plan` makes that choice from a snapshot:
+
+- inputs: the queue per library, tape and requester (files, bytes, when the
+  tape's oldest ready file was queued, priority), the recall drives of each
+  library, the recalls running (their tape and requesters), the tapes a drive
+  holds, which libraries' queues are due, and the clock;
+- output: the tapes to start now, in order.
+
+Like the Kubernetes scheduler it filters (what may start), scores (which
+first) and binds (takes a drive, and counts it against the tape's
+requesters before the next choice):
+
+- filter: a library with a free recall drive; a tape no recall reads, with a
+  file ready; its library's queue due (BATCH_WINDOW and friends), or the tape
+  just read by a drive that is free again (no mount: it goes at once);
+- score, best first: the higher priority (KEY_PRIORITY); the requester with
+  the fewest drives in use, a drive it just freed counted (max-min fairness:
+  a requester that holds drives, or just held one, gives the next free one
+  to a requester that holds none); a tape a free
+  drive holds (no mount); a tape whose oldest file has waited `aged`
+  seconds (nothing starves); more bytes, then more files (a mount reads
+  more); the oldest;
+- overlap: when every drive of a library is busy and no other tape of it
+  waits, a tape being read that has more files queued gets its next piece
+  handed over now, so its drive reads on without a gap (EE gives a free
+  drive the tape it holds first).
+
+Priorities choose the next recall; they never interrupt one (CTA's rule).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+#: Seconds after which a tape's oldest file outranks bigger tapes.
+AGED = 600.0
+
+
+@dataclass(frozen=True)
+class TapeWork:
+    """What waits for one tape: every requester's files together."""
+
+    library: str
+    tape: str
+    files: int
+    bytes: int
+    oldest: float  # when its oldest ready file was queued
+    requesters: frozenset[str]
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Running:
+    """A recall in flight: its library, tape (None: several) and requesters."""
+
+    library: str
+    tape: str | None
+    requesters: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start a recall of `tape` in `library` (`overlap`: a next piece handed
+    over while the tape's current one still runs)."""
+
+    library: str
+    tape: str
+    overlap: bool = False
+
+
+def gather(rows: Iterable) -> list[TapeWork]:
+    """TapeWork per tape from the store's rows per library, tape and requester
+    (store.QueuedTape); a tape with nothing ready (every file waits for a
+    retry) is left out."""
+    by_tape: dict[tuple[str, str], list] = {}
+    for r in rows:
+        if r.oldest is not None:
+            by_tape.setdefault((r.library, r.tape), []).append(r)
+    return [
+        TapeWork(
+            library=library,
+            tape=tape,
+            files=sum(r.files for r in rs),
+            bytes=sum(r.bytes for r in rs),
+            oldest=min(r.oldest for r in rs),
+            requesters=frozenset(r.owner for r in rs),
+            priority=max(r.priority for r in rs),
+        )
+        for (library, tape), rs in by_tape.items()
+    ]
+
+
+def plan(
+    queue: Sequence[TapeWork],
+    drives: Mapping[str, int],
+    running: Sequence[Running],
+    *,
+    due: Collection[str],
+    freed: Collection[Running] = (),
+    mounted: Collection[tuple[str, str]] = (),
+    now: float,
+    aged: float = AGED,
+) -> list[Start]:
+    """The recalls to start now (see the module's docstring).
+
+    `drives`: recall drives per library (a library it does not name starts
+    nothing); `due`: libraries whose queue may go; `freed`: recalls of one
+    tape just ended, their drive free and holding the tape (their
+    requesters count as still holding it for this choice, so a requester
+    whose piece just ended does not win a tie against one who waits);
+    `mounted`: (library, tape) a drive holds (from `eeadm drive list`)."""
+    use: Counter[str] = Counter(r for run in (*running, *freed) for r in run.requesters)
+    just_read = {(f.library, f.tape) for f in freed}
+    starts: list[Start] = []
+    for library, count in sorted(drives.items()):
+        busy = [r for r in running if r.library == library]
+        reading = {r.tape for r in busy if r.tape is not None}
+        free = count - len(busy)
+        waiting = [
+            w
+            for w in queue
+            if w.library == library
+            and w.tape not in reading
+            and (library in due or (library, w.tape) in just_read)
+        ]
+        held = {t for lib, t in (*just_read, *mounted) if lib == library}
+        while free > 0 and waiting:
+            best = min(waiting, key=lambda w: _score(w, use, held, now, aged))
+            waiting.remove(best)
+            starts.append(Start(library, best.tape))
+            use.update(best.requesters)
+            held.discard(best.tape)
+            free -= 1
+        if free <= 0 and not waiting and library in due:
+            starts += _overlaps(queue, busy, library)
+    return starts
+
+
+def _score(
+    w: TapeWork, use: Counter[str], held: set[str], now: float, aged: float
+) -> tuple[int, int, bool, bool, int, int, float, str]:
+    """Smaller is better: see the module's docstring."""
+    return (
+        -w.priority,
+        min(use[r] for r in w.requesters) if w.requesters else 0,
+        w.tape not in held,
+        now - w.oldest < aged,
+        -w.bytes,
+        -w.files,
+        w.oldest,
+        w.tape,
+    )
+
+
+def _overlaps(queue: Sequence[TapeWork], busy: Sequence[Running], library: str) -> list[Start]:
+    """Next pieces of tapes being read (one recall each so far) that have more
+    files queued: handed over now, their drives read on without a gap."""
+    once = Counter(r.tape for r in busy if r.tape is not None)
+    return [
+        Start(library, w.tape, overlap=True)
+        for w in queue
+        if w.library == library and once.get(w.tape) == 1
+    ]

@@ -1,0 +1,248 @@
+"""The scheduling policy (scheduling.plan) on tables of situations: no store,
+no eeadm, no clock but the one given."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from ltfsee_globus.scheduling import AGED, Running, Start, TapeWork, gather, plan
+
+NOW = 10_000.0
+GB = 10**9
+
+
+def tape(
+    name: str,
+    who: str = "restore",
+    *,
+    files: int = 10,
+    gb: int = 10,
+    age: float = 100.0,
+    library: str = "lib",
+    priority: int = 0,
+    also: tuple[str, ...] = (),
+) -> TapeWork:
+    """What waits for tape `name`: `files` files, `gb` GB, the oldest `age` s old."""
+    return TapeWork(library, name, files, gb * GB, NOW - age, frozenset((who, *also)), priority)
+
+
+def run(name: str | None, *who: str, library: str = "lib") -> Running:
+    return Running(library, name, frozenset(who))
+
+
+def tapes(starts: list[Start]) -> list[str]:
+    return [s.tape for s in starts]
+
+
+CASES = [
+    # (what it shows, queue, drives, running, keyword arguments, tapes started)
+    (
+        "free drives take the biggest tapes first",
+        [tape("T1", gb=5), tape("T2", gb=50), tape("T3", gb=20)],
+        {"lib": 2},
+        [],
+        {},
+        ["T2", "T3"],
+    ),
+    (
+        "no free drive: nothing starts",
+        [tape("T1"), tape("T2")],
+        {"lib": 2},
+        [run("T8", "x"), run("T9", "x")],
+        {},
+        [],
+    ),
+    (
+        "a tape being read is not started twice (a drive stays free)",
+        [tape("T1", gb=90), tape("T2")],
+        {"lib": 3},
+        [run("T1", "restore")],
+        {},
+        ["T2"],
+    ),
+    (
+        "the small user's tape goes before the restore's next, older and bigger",
+        [tape("R5", gb=300, age=700), tape("S1", "small", files=5, gb=10, age=30)],
+        {"lib": 4},
+        [run("R1", "restore"), run("R2", "restore"), run("R3", "restore")],
+        {},
+        ["S1"],
+    ),
+    (
+        "two requesters share the drives: the next goes to the one holding fewer",
+        [tape("A3", "a", gb=90), tape("A4", "a", gb=80), tape("B2", "b", gb=5)],
+        {"lib": 4},
+        [run("A1", "a"), run("A2", "a"), run("B1", "b")],
+        {},
+        ["B2"],
+    ),
+    (
+        "bound one by one: a requester's second drive counts before the next choice",
+        [tape("A1", "a", gb=90), tape("A2", "a", gb=80), tape("B1", "b", gb=5)],
+        {"lib": 2},
+        [],
+        {},
+        ["A1", "B1"],
+    ),
+    (
+        "a tape a requester shares with one holding no drive counts as that one's",
+        [tape("A3", "a", gb=90), tape("X1", "b", gb=1, also=("a",))],
+        {"lib": 3},
+        [run("A1", "a"), run("A2", "a")],
+        {},
+        ["X1"],
+    ),
+    (
+        "a higher priority goes first, whoever holds drives",
+        [tape("S1", "small", gb=90), tape("P1", "vip", gb=1, priority=5)],
+        {"lib": 2},
+        [run("V1", "vip")],
+        {},
+        ["P1"],
+    ),
+    (
+        "a tape just read by a free drive goes again at once: no mount",
+        [tape("T1", gb=1), tape("T2", gb=90)],
+        {"lib": 1},
+        [],
+        {"freed": [run("T1", "restore")]},
+        ["T1"],
+    ),
+    (
+        "a freed tape goes even before its library's queue is due; the others wait",
+        [tape("T1", gb=1), tape("T2", gb=90)],
+        {"lib": 2},
+        [],
+        {"freed": [run("T1", "restore")], "due": ()},
+        ["T1"],
+    ),
+    (
+        "a tape a drive holds (drive list) goes before a bigger one",
+        [tape("T1", gb=1), tape("T2", gb=90)],
+        {"lib": 1},
+        [],
+        {"mounted": {("lib", "T1")}},
+        ["T1"],
+    ),
+    (
+        "fairness comes before the mount saved",
+        [tape("R2", "restore", gb=90), tape("S1", "small", gb=1)],
+        {"lib": 2},
+        [run("R1", "restore")],
+        {"freed": [run("R2", "restore")]},
+        ["S1"],
+    ),
+    (
+        "one drive: the requester whose piece just ended gives it to the one waiting",
+        [tape("R1", "restore", gb=90, age=900), tape("S1", "small", gb=1, age=10)],
+        {"lib": 1},
+        [],
+        {"freed": [run("R1", "restore")]},
+        ["S1"],
+    ),
+    (
+        "alone, a requester's tape just read goes on: no mount",
+        [tape("R1", "restore", gb=9), tape("R2", "restore", gb=90)],
+        {"lib": 1},
+        [],
+        {"freed": [run("R1", "restore")]},
+        ["R1"],
+    ),
+    (
+        "a tape waiting longer than AGED goes before bigger ones",
+        [tape("T1", gb=1, age=AGED + 1), tape("T2", gb=90, age=10)],
+        {"lib": 1},
+        [],
+        {},
+        ["T1"],
+    ),
+    (
+        "equal bytes: more files, then the oldest",
+        [tape("T1", files=3, age=50), tape("T2", files=9, age=10), tape("T3", files=9, age=20)],
+        {"lib": 2},
+        [],
+        {},
+        ["T3", "T2"],
+    ),
+    (
+        "not due: nothing starts",
+        [tape("T1")],
+        {"lib": 2},
+        [],
+        {"due": ()},
+        [],
+    ),
+    (
+        "a library with no recall drive starts nothing",
+        [tape("T1")],
+        {"lib": 0},
+        [],
+        {},
+        [],
+    ),
+    (
+        "a library the drives do not name starts nothing",
+        [tape("T1", library="other")],
+        {"lib": 2},
+        [],
+        {},
+        [],
+    ),
+    (
+        "each library its own drives",
+        [tape("A1", library="a"), tape("A2", library="a"), tape("B1", library="b")],
+        {"a": 1, "b": 1},
+        [],
+        {"due": ("a", "b")},
+        ["A1", "B1"],
+    ),
+    (
+        "a multi-tape recall (drives unknown before) holds a drive too",
+        [tape("T1"), tape("T2")],
+        {"lib": 2},
+        [run(None, "old")],
+        {},
+        ["T1"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("queue", "drives", "running", "kwargs", "started"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_plan(queue, drives, running, kwargs, started):
+    kwargs = {"due": ("lib",), **kwargs}
+    assert tapes(plan(queue, drives, running, now=NOW, **kwargs)) == started
+
+
+def test_every_drive_busy_and_nobody_waiting_hands_the_next_piece_over():
+    """The restore's last tapes: their next pieces go to EE now, so the
+    drives read on without a gap; a tape with two pieces in EE gets no third."""
+    queue = [tape("T1"), tape("T2"), tape("T3")]
+    running = [run("T1", "r"), run("T2", "r"), run("T2", "r"), run("T3", "r")]
+    starts = plan(queue, {"lib": 3}, running, due=("lib",), now=NOW)
+    assert starts == [Start("lib", "T1", overlap=True), Start("lib", "T3", overlap=True)]
+
+
+def test_no_overlap_while_another_tape_waits():
+    queue = [tape("T1"), tape("T2", "small")]
+    assert plan(queue, {"lib": 1}, [run("T1", "r")], due=("lib",), now=NOW) == []
+
+
+def test_gather_sums_a_tapes_requesters_and_leaves_out_a_tape_with_nothing_ready():
+    rows = [
+        SimpleNamespace(
+            library="l", tape="T1", owner="a", priority=0, files=2, bytes=5, oldest=30.0
+        ),
+        SimpleNamespace(
+            library="l", tape="T1", owner="b", priority=3, files=1, bytes=7, oldest=20.0
+        ),
+        SimpleNamespace(
+            library="l", tape="T2", owner="a", priority=0, files=4, bytes=1, oldest=None
+        ),
+    ]
+    assert gather(rows) == [TapeWork("l", "T1", 3, 12, 20.0, frozenset({"a", "b"}), 3)]
