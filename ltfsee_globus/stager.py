@@ -87,6 +87,8 @@ class Stager(Recovering, Verifying):
         self._pruned_at = 0.0
         #: one-tape recalls just finished: their drive still holds the tape
         self._freed: deque[Running] = deque()
+        #: batches whose EE task ended, being verified: they hold no drive
+        self._released: set[int] = set()
 
     # -- the loop ---------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -211,10 +213,11 @@ class Stager(Recovering, Verifying):
         """Drives known: one tape's piece per recall, chosen by scheduling.plan."""
         work = gather(queue)
         volsers = self.drives.mounted()
+        released = self._released.copy()  # (a set other threads change: copied at once)
         starts = plan(
             work,
             drives,
-            [Running(b.library, b.tape, b.requesters) for b in running],
+            [Running(b.library, b.tape, b.requesters) for b in running if b.id not in released],
             due=due,
             freed=self._take_freed(),
             mounted={(w.library, w.tape) for w in work if w.tape.split("@")[0] in volsers},
@@ -347,16 +350,31 @@ class Stager(Recovering, Verifying):
 
     def _finish_or_defer(self, batch_id: int, output: str, failure: str | None) -> None:
         """finish(); when the store cannot take the result, the batch stays
-        running with no thread, and recover() verifies it again later."""
+        running with no thread, and recover() verifies it again later.
+
+        Its drive is free once EE's task has ended: the loop is woken to give
+        it the next piece while this thread verifies the files (a gap between
+        two pieces of a tape costs a drive's time)."""
+        self._release(batch_id)
         try:
             self.finish(batch_id, output, failure)
         except (StoreUnavailable, LeaseLost) as exc:
             log.warning("batch %d: result not recorded, verified again later: %s", batch_id, exc)
-        else:
-            batch = self.store.queue.batch(batch_id)
-            if batch is not None and batch.tape is not None:
-                self._freed.append(Running(batch.library, batch.tape, batch.requesters))
+        finally:
+            self._released.discard(batch_id)
         self.drives.soon()
+        self._wake.set()
+
+    def _release(self, batch_id: int) -> None:
+        """A recall whose EE task ended no longer holds a drive: a one-tape
+        recall's drive still holds its tape (freed, for the next choice)."""
+        try:
+            batch = self.store.queue.batch(batch_id)
+        except StoreUnavailable:
+            return
+        if batch is not None and batch.tape is not None:
+            self._freed.append(Running(batch.library, batch.tape, batch.requesters))
+        self._released.add(batch_id)
         self._wake.set()
 
     def prune(self, now: float) -> int:
