@@ -21,14 +21,16 @@ requesters before the next choice):
 - score, best first: the higher priority (KEY_PRIORITY); the requester with
   the fewest drives in use, a drive it just freed counted (max-min fairness:
   a requester that holds drives, or just held one, gives the next free one
-  to a requester that holds none); a tape a free
-  drive holds (no mount); a tape whose oldest file has waited `aged`
-  seconds (nothing starves); more bytes, then more files (a mount reads
-  more); the oldest;
-- overlap: when every drive of a library is busy and no other tape of it
-  waits, a tape being read that has more files queued gets its next piece
-  handed over now, so its drive reads on without a gap (EE gives a free
-  drive the tape it holds first).
+  to a requester that holds none); a tape a free drive holds (no mount); a
+  tape whose oldest file has waited `aged` seconds (nothing starves); more
+  bytes, then more files (a mount reads more); the oldest;
+- overlap: when nobody else waits in a library (every tape waiting for a
+  drive is the same requester's), a tape being read that has more files
+  queued gets its next piece handed over in the last OVERLAP of the running
+  piece's expected time (its bytes at the rate the library's drives were
+  seen to read), so its drive reads on without a gap (EE gives a free drive
+  the tape it holds first); early enough to cover the hand-over, late
+  enough that a request arriving meanwhile waits little more than a piece.
 
 Priorities choose the next recall; they never interrupt one (CTA's rule).
 """
@@ -41,6 +43,9 @@ from dataclasses import dataclass
 
 #: Seconds after which a tape's oldest file outranks bigger tapes.
 AGED = 600.0
+#: The share of a piece's expected time left when its tape's next piece is
+#: handed over (nobody else waiting): EE starts it the moment the drive is done.
+OVERLAP = 0.15
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,14 @@ class TapeWork:
 
 @dataclass(frozen=True)
 class Running:
-    """A recall in flight: its library, tape (None: several) and requesters."""
+    """A recall in flight: its library, tape (None: several), requesters,
+    and when it was handed to EE with how many bytes (for its expected end)."""
 
     library: str
     tape: str | None
     requesters: frozenset[str]
+    started: float = 0.0
+    bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,7 @@ def plan(
     due: Collection[str],
     freed: Collection[Running] = (),
     mounted: Collection[tuple[str, str]] = (),
+    rates: Mapping[str, float] | None = None,
     now: float,
     aged: float = AGED,
 ) -> list[Start]:
@@ -115,7 +124,9 @@ def plan(
     tape just ended, their drive free and holding the tape (their
     requesters count as still holding it for this choice, so a requester
     whose piece just ended does not win a tie against one who waits);
-    `mounted`: (library, tape) a drive holds (from `eeadm drive list`)."""
+    `mounted`: (library, tape) a drive holds (from `eeadm drive list`);
+    `rates`: bytes per second a drive of each library was seen to read (a
+    library without one gets no overlap)."""
     use: Counter[str] = Counter(r for run in (*running, *freed) for r in run.requesters)
     just_read = {(f.library, f.tape) for f in freed}
     starts: list[Start] = []
@@ -138,8 +149,15 @@ def plan(
             use.update(best.requesters)
             held.discard(best.tape)
             free -= 1
-        if free <= 0 and not waiting and library in due:
-            starts += _overlaps(queue, busy, library)
+        if rates and library in rates:
+            started = {s.tape for s in starts if s.library == library}
+            others = {
+                r
+                for w in queue
+                if w.library == library and w.tape not in reading | started
+                for r in w.requesters
+            }
+            starts += _overlaps(queue, busy, library, others, rates[library], now)
     return starts
 
 
@@ -159,12 +177,30 @@ def _score(
     )
 
 
-def _overlaps(queue: Sequence[TapeWork], busy: Sequence[Running], library: str) -> list[Start]:
+def _overlaps(
+    queue: Sequence[TapeWork],
+    busy: Sequence[Running],
+    library: str,
+    others: set[str],
+    rate: float,
+    now: float,
+) -> list[Start]:
     """Next pieces of tapes being read (one recall each so far) that have more
-    files queued: handed over now, their drives read on without a gap."""
-    once = Counter(r.tape for r in busy if r.tape is not None)
-    return [
-        Start(library, w.tape, overlap=True)
-        for w in queue
-        if w.library == library and once.get(w.tape) == 1
-    ]
+    files queued, handed over in the last OVERLAP of the running piece's
+    expected time: its drive reads on without a gap. Only for a tape whose
+    requesters include everyone else waiting in the library (`others`): a
+    requester alone, or one whose work waits anyway, loses no drive time;
+    anyone else gets the drive when the piece ends."""
+    once = {r.tape: r for r in busy if r.tape is not None}
+    twice = {t for t, n in Counter(r.tape for r in busy).items() if n > 1}
+    starts = []
+    for w in queue:
+        run = once.get(w.tape)
+        if w.library != library or run is None or w.tape in twice or rate <= 0:
+            continue
+        if not others <= w.requesters:
+            continue
+        expected = run.bytes / rate
+        if now - run.started >= (1 - OVERLAP) * expected:
+            starts.append(Start(library, w.tape, overlap=True))
+    return starts

@@ -55,6 +55,16 @@ T = TypeVar("T")
 PRUNE_EVERY = 60.0
 PRUNE_CHUNK = 1000
 PRUNE_PASS = 20
+#: Seconds after which a process that stopped saying it is there (killed, its
+#: node gone) leaves the node table; until then the table shows it as gone.
+FORGET_MEMBERS = 86400.0
+#: One-tape recalls per library whose read rate is remembered.
+RATES = 8
+
+
+def running_of(batch: Batch) -> Running:
+    """A running batch as the scheduler sees it."""
+    return Running(batch.library, batch.tape, batch.requesters, batch.started_at, batch.bytes)
 
 
 class Stager(Recovering, Verifying):
@@ -89,6 +99,9 @@ class Stager(Recovering, Verifying):
         self._freed: deque[Running] = deque()
         #: batches whose EE task ended, being verified: they hold no drive
         self._released: set[int] = set()
+        #: bytes per second of the last RATES one-tape recalls per library; the
+        #: fastest (a piece with no mount, not waiting in EE) times an overlap
+        self._rates: dict[str, deque[float]] = {}
 
     # -- the loop ---------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -217,10 +230,11 @@ class Stager(Recovering, Verifying):
         starts = plan(
             work,
             drives,
-            [Running(b.library, b.tape, b.requesters) for b in running if b.id not in released],
+            [running_of(b) for b in running if b.id not in released],
             due=due,
             freed=self._take_freed(),
             mounted={(w.library, w.tape) for w in work if w.tape.split("@")[0] in volsers},
+            rates={lib: max(seen) for lib, seen in self._rates.items()},
             now=now,
         )
         for start in starts:
@@ -373,7 +387,12 @@ class Stager(Recovering, Verifying):
         except StoreUnavailable:
             return
         if batch is not None and batch.tape is not None:
-            self._freed.append(Running(batch.library, batch.tape, batch.requesters))
+            self._freed.append(running_of(batch))
+            seconds = self.clock() - batch.started_at
+            if batch.bytes and seconds > 0:  # what the library's drives read, lately
+                self._rates.setdefault(batch.library, deque(maxlen=RATES)).append(
+                    batch.bytes / seconds
+                )
         self._released.add(batch_id)
         self._wake.set()
 
@@ -392,4 +411,6 @@ class Stager(Recovering, Verifying):
                 total,
                 self.settings.RETENTION_DAYS,
             )
+        if gone := self._facts.leases.forget_members(FORGET_MEMBERS):
+            log.info("node table: %d process(es) silent for a day forgotten", gone)
         return total

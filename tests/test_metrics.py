@@ -108,6 +108,8 @@ def test_counters_add_up_across_workers_and_a_separate_stager(
     assert m[("ltfsee_eeadm_call_duration_seconds_count", (("subcommand", "recall"),))] == recalls
     assert m[("ltfsee_stager_up", ())] == 1
     assert m[("ltfsee_files", (("status", "done"),))] == 5
+    assert m[("ltfsee_recall_drives", (("library", "ts4500"),))] == 2  # eeadm drive list
+    assert sum(v for (name, _), v in m.items() if name == "ltfsee_drives") == 2
     # every series the shipped Grafana dashboard queries is one /metrics serves
     dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]

@@ -219,18 +219,44 @@ def test_plan(queue, drives, running, kwargs, started):
     assert tapes(plan(queue, drives, running, now=NOW, **kwargs)) == started
 
 
-def test_every_drive_busy_and_nobody_waiting_hands_the_next_piece_over():
-    """The restore's last tapes: their next pieces go to EE now, so the
-    drives read on without a gap; a tape with two pieces in EE gets no third."""
-    queue = [tape("T1"), tape("T2"), tape("T3")]
-    running = [run("T1", "r"), run("T2", "r"), run("T2", "r"), run("T3", "r")]
-    starts = plan(queue, {"lib": 3}, running, due=("lib",), now=NOW)
-    assert starts == [Start("lib", "T1", overlap=True), Start("lib", "T3", overlap=True)]
+def piece(name: str, who: str, *, ago: float, gb: int = 100) -> Running:
+    """A piece of `gb` GB of tape `name` handed to EE `ago` seconds before NOW."""
+    return Running("lib", name, frozenset({who}), NOW - ago, gb * GB)
 
 
-def test_no_overlap_while_another_tape_waits():
-    queue = [tape("T1"), tape("T2", "small")]
-    assert plan(queue, {"lib": 1}, [run("T1", "r")], due=("lib",), now=NOW) == []
+#: 1 GB/s: a 100 GB piece is expected to take 100 s.
+RATES = {"lib": 1 * GB}
+
+
+def test_a_requester_alone_gets_its_next_piece_handed_over_near_the_end_of_the_last():
+    """Its drives read on without a gap; its other tapes wait anyway; a tape
+    with two pieces in EE gets no third; no rate seen yet, no overlap."""
+    queue = [tape("T1", "r"), tape("T2", "r"), tape("T3", "r"), tape("T4", "r")]
+    running = [
+        piece("T1", "r", ago=90),  # 90 of 100 s: in its last 15 %
+        piece("T2", "r", ago=50),  # half way
+        piece("T3", "r", ago=99),
+        piece("T3", "r", ago=1),  # already overlapped
+    ]
+    starts = plan(queue, {"lib": 3}, running, due=("lib",), rates=RATES, now=NOW)
+    assert starts == [Start("lib", "T1", overlap=True)]
+    assert plan(queue, {"lib": 3}, running, due=("lib",), now=NOW) == []
+
+
+def test_no_overlap_while_another_requester_waits():
+    """The small request's tape waits (due or not): every drive comes back
+    to the scheduler at the end of its piece."""
+    queue = [tape("T1", "r"), tape("S1", "small")]
+    running = [piece("T1", "r", ago=95)]
+    for due in (("lib",), ()):
+        assert plan(queue, {"lib": 1}, running, due=due, rates=RATES, now=NOW) == []
+
+
+def test_a_tape_both_want_overlaps():
+    queue = [tape("T1", "r", also=("small",)), tape("T2", "small")]
+    running = [piece("T1", "r", ago=95), piece("T2", "small", ago=10)]
+    starts = plan(queue, {"lib": 2}, running, due=("lib",), rates=RATES, now=NOW)
+    assert starts == [Start("lib", "T1", overlap=True)]
 
 
 def test_gather_sums_a_tapes_requesters_and_leaves_out_a_tape_with_nothing_ready():

@@ -2,8 +2,8 @@
 -- (queue_tapes, kept by a trigger), so a pass of the stager reads a row per
 -- tape, not a row per file, and a claim reads only the files it takes
 -- (files_ready). Who queued each file (owner: a Globus task, a WLCG request,
--- a key) and its priority (a stage request's from its key); what a batch holds (owners, bytes), so the
--- scheduler knows who uses the drives.
+-- a key) and its priority (a stage request's from its key); what a batch
+-- holds (owners, bytes), so the scheduler knows who uses the drives.
 ALTER TABLE files ADD COLUMN owner text NOT NULL DEFAULT '';
 ALTER TABLE files ADD COLUMN priority integer NOT NULL DEFAULT 0;
 ALTER TABLE batches ADD COLUMN owners text NOT NULL DEFAULT '';
