@@ -2,11 +2,11 @@
 
 For each engine and queue size: a fresh store (SQLite under a temporary
 STATE_DIR, or a database of a throwaway PostgreSQL cluster) with N files
-queued in one library over 200 tapes (20 MB each, three requesters), then
+queued in one library over 200 tapes (10 MB each, three requesters), then
 
 - claim: `store.queue.claim(library, BATCH_MAX_FILES, tape=T,
   max_bytes=RECALL_MAX_BYTES)` of a different tape each time, shipped
-  defaults (5,000 files, 100 GB: both bounds meet at 5,000 such files), so
+  defaults (5,000 files, 50 GB: both bounds meet at 5,000 such files), so
   each claim takes a tape's whole share of the queue at 1,000,000;
 - pass: `Stager.step()` of a stager with the drives known (four, all busy
   with running recalls, so a pass starts nothing and only reads: the queue
@@ -41,7 +41,7 @@ from ltfsee_globus.stager import Stager
 from ltfsee_globus.store import open_store
 
 TAPES = 200
-SIZE = 20 * 10**6
+SIZE = 10 * 10**6
 LIBRARY = "lib1"
 #: The load, for both engines: N queued files, tape i % 200, requester i % 3.
 FILL = (

@@ -473,7 +473,8 @@ def client_spans(lib: Library, clients: list[Client], start: float) -> list[floa
     for c in clients:
         done = [reads.get(p) for p in c.files]
         ok = all(t is not None for t in done)
-        spans.append(round(max(done) - start - c.at, 1) if ok and done else None)
+        # files read for someone else before this client asked: it waited for none
+        spans.append(round(max(max(done) - start - c.at, 0.0), 1) if ok and done else None)
     return spans
 
 

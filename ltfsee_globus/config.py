@@ -64,7 +64,7 @@ class Settings:
     RECALL_CONCURRENCY: int = 2
     TAPE_DRIVES: int = 0
     DRIVE_REFRESH: float = 300.0
-    RECALL_MAX_BYTES: int = 100 * 10**9
+    RECALL_MAX_BYTES: int = 50 * 10**9
     KEY_PRIORITY: dict[str, int] = field(default_factory=dict)
     RECALL_MAX_ATTEMPTS: int = 3
     RECALL_RETRY_DELAY: float = 60.0
