@@ -1,9 +1,12 @@
 """Which tapes go to EE next: the stager's scheduling policy, as a pure function.
 
-When the drives are known, the stager hands EE one tape's files per recall,
-a piece bounded in bytes, and about one piece per recall drive, so that a
-drive comes back to us at bounded intervals and we, not EE's first-come
-queue, choose what it reads next. `plan` makes that choice from a snapshot:
+When the drives are known, the stager hands EE one tape's files per recall
+and about one recall per recall drive, so that we, not EE's first-come
+queue, choose what a free drive reads next. All drives but one of a library
+read whole tapes (`long`: a tape split over recalls is read in several
+passes, each locating across it); the last reads pieces bounded in bytes,
+so a drive comes back to us at bounded intervals and a request that
+arrives waits about one piece. `plan` makes the choice from a snapshot:
 
 - inputs: the queue per library, tape and requester (files, bytes, when the
   tape's oldest ready file was queued, priority), the recall drives of each
@@ -12,8 +15,9 @@ queue, choose what it reads next. `plan` makes that choice from a snapshot:
 - output: the tapes to start now, in order.
 
 Like the Kubernetes scheduler it filters (what may start), scores (which
-first) and binds (takes a drive, and counts it against the tape's
-requesters before the next choice):
+first) and binds (takes a drive, counts it against the tape's requesters
+before the next choice, and makes it long while fewer than all drives but
+one of the library run long recalls, else a piece):
 
 - filter: a library with a free recall drive; a tape no recall reads, with a
   file ready; its library's queue due (BATCH_WINDOW and friends), or the tape
@@ -71,16 +75,19 @@ class Running:
     requesters: frozenset[str]
     started: float = 0.0
     bytes: int = 0
+    long: bool = False  # more than a piece: a whole tape's files, unbounded
 
 
 @dataclass(frozen=True)
 class Start:
-    """Start a recall of `tape` in `library` (`overlap`: a next piece handed
-    over while the tape's current one still runs)."""
+    """Start a recall of `tape` in `library`: `long`, every file of it (up
+    to BATCH_MAX_FILES), else a piece (RECALL_MAX_BYTES); `overlap`, a next
+    piece handed over while the tape's current one still runs."""
 
     library: str
     tape: str
     overlap: bool = False
+    long: bool = False
 
 
 def gather(rows: Iterable) -> list[TapeWork]:
@@ -142,10 +149,13 @@ def plan(
             and (library in due or (library, w.tape) in just_read)
         ]
         held = {t for lib, t in (*just_read, *mounted) if lib == library}
+        longs = sum(r.long for r in busy)
         while free > 0 and waiting:
             best = min(waiting, key=lambda w: _score(w, use, held, now, aged))
             waiting.remove(best)
-            starts.append(Start(library, best.tape))
+            long = longs < count - 1
+            longs += long
+            starts.append(Start(library, best.tape, long=long))
             use.update(best.requesters)
             held.discard(best.tape)
             free -= 1

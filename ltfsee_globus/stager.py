@@ -7,8 +7,9 @@ quiet for BATCH_QUIET (at most BATCH_MAX_WAIT), or when BATCH_MAX_FILES are
 ready. What starts then depends on whether the drives are known
 (drives.py: `eeadm drive list`, or TAPE_DRIVES):
 
-- known: one tape's files per recall, at most RECALL_MAX_BYTES, about one
-  recall per recall drive; which tape next is scheduling.plan's choice
+- known: one tape's files per recall (all drives but one whole tapes, the
+  last pieces of RECALL_MAX_BYTES), about one recall per recall drive;
+  which tape next is scheduling.plan's choice
   (fair among requesters, a drive keeps its tape, the oldest never starves);
 - not known: batches of every ready tape of a library, at most
   RECALL_CONCURRENCY running, and EE shares them over its drives.
@@ -62,9 +63,16 @@ FORGET_MEMBERS = 86400.0
 RATES = 8
 
 
-def running_of(batch: Batch) -> Running:
-    """A running batch as the scheduler sees it."""
-    return Running(batch.library, batch.tape, batch.requesters, batch.started_at, batch.bytes)
+def running_of(batch: Batch, piece: int) -> Running:
+    """A running batch as the scheduler sees it (long: more than a `piece`)."""
+    return Running(
+        batch.library,
+        batch.tape,
+        batch.requesters,
+        batch.started_at,
+        batch.bytes,
+        long=batch.bytes > piece,
+    )
 
 
 class Stager(Recovering, Verifying):
@@ -226,11 +234,12 @@ class Stager(Recovering, Verifying):
         """Drives known: one tape's piece per recall, chosen by scheduling.plan."""
         work = gather(queue)
         volsers = self.drives.mounted()
+        piece = self.settings.RECALL_MAX_BYTES
         released = self._released.copy()  # (a set other threads change: copied at once)
         starts = plan(
             work,
             drives,
-            [running_of(b) for b in running if b.id not in released],
+            [running_of(b, piece) for b in running if b.id not in released],
             due=due,
             freed=self._take_freed(),
             mounted={(w.library, w.tape) for w in work if w.tape.split("@")[0] in volsers},
@@ -245,7 +254,7 @@ class Stager(Recovering, Verifying):
                 self.settings.BATCH_MAX_FILES,
                 tape=start.tape,
                 started_by=self._started_by(),
-                max_bytes=self.settings.RECALL_MAX_BYTES,
+                max_bytes=0 if start.long else piece,
             )
             if claimed is not None:
                 self.start_batch(*claimed, library=start.library, tape=start.tape or None)
@@ -387,7 +396,7 @@ class Stager(Recovering, Verifying):
         except StoreUnavailable:
             return
         if batch is not None and batch.tape is not None:
-            self._freed.append(running_of(batch))
+            self._freed.append(running_of(batch, self.settings.RECALL_MAX_BYTES))
             seconds = self.clock() - batch.started_at
             if batch.bytes and seconds > 0:  # what the library's drives read, lately
                 self._rates.setdefault(batch.library, deque(maxlen=RATES)).append(

@@ -272,3 +272,22 @@ def test_gather_sums_a_tapes_requesters_and_leaves_out_a_tape_with_nothing_ready
         ),
     ]
     assert gather(rows) == [TapeWork("l", "T1", 3, 12, 20.0, frozenset({"a", "b"}), 3)]
+
+
+@pytest.mark.parametrize(
+    ("drives", "running", "longs"),
+    [
+        (4, [], [True, True, True, False]),
+        (4, [Running("lib", "X", frozenset({"r"}), long=True)] * 3, [False]),
+        (4, [Running("lib", "X", frozenset({"r"}), long=False)], [True, True, True]),
+        (2, [], [True, False]),
+        (1, [], [False]),
+    ],
+    ids=["four free", "three long running", "a piece running", "two drives", "one drive"],
+)
+def test_all_drives_but_one_read_whole_tapes(drives, running, longs):
+    """A tape split over recalls is read in several passes; the last drive
+    reads pieces, so whoever comes next waits about one piece."""
+    queue = [tape(f"T{i}", gb=100 - i) for i in range(6)]
+    starts = plan(queue, {"lib": drives}, running, due=("lib",), now=NOW)
+    assert [s.long for s in starts] == longs
