@@ -140,7 +140,8 @@ def plan(
     for library, count in sorted(drives.items()):
         busy = [r for r in running if r.library == library]
         reading = {r.tape for r in busy if r.tape is not None}
-        free = count - len(busy)
+        # a tape's next piece waiting in EE behind its running one holds no drive
+        free = count - len(reading) - sum(r.tape is None for r in busy)
         waiting = [
             w
             for w in queue

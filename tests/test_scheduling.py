@@ -278,7 +278,7 @@ def test_gather_sums_a_tapes_requesters_and_leaves_out_a_tape_with_nothing_ready
     ("drives", "running", "longs"),
     [
         (4, [], [True, True, True, False]),
-        (4, [Running("lib", "X", frozenset({"r"}), long=True)] * 3, [False]),
+        (4, [Running("lib", x, frozenset({"r"}), long=True) for x in "XYZ"], [False]),
         (4, [Running("lib", "X", frozenset({"r"}), long=False)], [True, True, True]),
         (2, [], [True, False]),
         (1, [], [False]),
@@ -291,3 +291,11 @@ def test_all_drives_but_one_read_whole_tapes(drives, running, longs):
     queue = [tape(f"T{i}", gb=100 - i) for i in range(6)]
     starts = plan(queue, {"lib": drives}, running, due=("lib",), now=NOW)
     assert [s.long for s in starts] == longs
+
+
+def test_a_next_piece_waiting_in_ee_holds_no_drive():
+    """Two tapes read, one with its next piece handed over: two drives are
+    still free, not one."""
+    queue = [tape("T3", gb=9), tape("T4", gb=8), tape("T5", gb=7)]
+    running = [run("T1", "r"), run("T1", "r"), run("T2", "r")]
+    assert tapes(plan(queue, {"lib": 4}, running, due=("lib",), now=NOW)) == ["T3", "T4"]
