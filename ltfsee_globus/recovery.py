@@ -18,7 +18,7 @@ from .config import Settings
 from .eeadm import Eeadm, EeadmError
 from .leader import Leadership
 from .parse import TASK_ACTIVE
-from .store import Store
+from .store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,11 @@ class Recovering:
         its ID is, or verify after STAGER_LEASE."""
         deadline = time.monotonic() + self.settings.STAGER_LEASE
         while time.monotonic() < deadline:
-            batch = self.store.queue.batch(batch_id)
+            try:
+                batch = self.store.queue.batch(batch_id)
+            except StoreUnavailable:  # asked again in a moment (the outage logs itself)
+                time.sleep(ADOPT_POLL)
+                continue
             if batch is None or batch.status != "running":
                 return
             if batch.eeadm_task_id:
