@@ -105,6 +105,10 @@ class Stager(Recovering, Verifying):
         self._pruned_at = 0.0
         #: one-tape recalls just finished: their drive still holds the tape
         self._freed: deque[Running] = deque()
+        #: per library, the tapes its drives hold as far as our recalls tell
+        #: (oldest first): a drive keeps the tape it read until it is given
+        #: another; `eeadm drive list` says so too, but only at its next read
+        self._held: dict[str, list[str]] = {}
         #: batches whose EE task ended, being verified: they hold no drive
         self._released: set[int] = set()
         #: bytes per second of the last RATES one-tape recalls per library; the
@@ -172,12 +176,20 @@ class Stager(Recovering, Verifying):
         self.drives.refresh()
         queue = self.store.queue.tapes()
         due, next_due = self._due(queue, now)
-        running = self.store.queue.running_batches()
-        drives = self.drives.per_library({q.library for q in queue} | {b.library for b in running})
+        # in this order: a recall thread releases its batch (its EE task
+        # ended), then frees its tape, then records the batch done; so a tape
+        # seen freed is never also seen holding its drive, and the tape that
+        # drive holds is not passed over for one that needs a mount
+        freed = self._take_freed()
+        released = self._released.copy()  # (a set other threads change: copied at once)
+        running = [b for b in self.store.queue.running_batches() if b.id not in released]
+        drives = self.drives.per_library(
+            {q.library for q in queue} | {b.library for b in running} | {f.library for f in freed}
+        )
         if drives is None:
             self._dispatch_batches(due)
         else:
-            self._dispatch_tapes(queue, drives, running, due, now)
+            self._dispatch_tapes(queue, drives, running, freed, due, now)
         retry_at = self.store.queue.next_retry_at()
         if retry_at is not None:
             next_due = min(next_due, retry_at - now)
@@ -228,6 +240,7 @@ class Stager(Recovering, Verifying):
         queue: list[QueuedTape],
         drives: dict[str, int],
         running: list[Batch],
+        freed: list[Running],
         due: dict[str, tuple[int, bool]],
         now: float,
     ) -> None:
@@ -235,14 +248,16 @@ class Stager(Recovering, Verifying):
         work = gather(queue)
         volsers = self.drives.mounted()
         piece = self.settings.RECALL_MAX_BYTES
-        released = self._released.copy()  # (a set other threads change: copied at once)
+        for f in freed:
+            self._hold(f.library, f.tape, drives[f.library])
         starts = plan(
             work,
             drives,
-            [running_of(b, piece) for b in running if b.id not in released],
+            [running_of(b, piece) for b in running],
             due=due,
-            freed=self._take_freed(),
-            mounted={(w.library, w.tape) for w in work if w.tape.split("@")[0] in volsers},
+            freed=freed,
+            mounted={(w.library, w.tape) for w in work if w.tape.split("@")[0] in volsers}
+            | {(lib, t) for lib, tapes in self._held.items() for t in tapes},
             rates={lib: max(seen) for lib, seen in self._rates.items()},
             now=now,
         )
@@ -258,6 +273,22 @@ class Stager(Recovering, Verifying):
             )
             if claimed is not None:
                 self.start_batch(*claimed, library=start.library, tape=start.tape or None)
+                if not start.overlap:  # a drive is given this tape: it holds no other
+                    self._hold(start.library, start.tape, drives[start.library], reading=True)
+
+    def _hold(self, library: str, tape: str, drives: int, reading: bool = False) -> None:
+        """Note that a drive of `library` holds `tape` (a recall of it ended)
+        or, `reading`, was given it (so the drive holding the oldest other
+        tape, unless the tape was held, no longer does); at most one tape a
+        drive."""
+        held = self._held.setdefault(library, [])
+        if tape in held:
+            held.remove(tape)
+        elif reading and held:
+            held.pop(0)
+        if not reading:
+            held.append(tape)
+        del held[: max(len(held) - drives, 0)]
 
     def due_at(self, oldest: float, newest: float) -> float:
         """When a library's queue should go: its oldest file has waited
@@ -395,6 +426,7 @@ class Stager(Recovering, Verifying):
             batch = self.store.queue.batch(batch_id)
         except StoreUnavailable:
             return
+        self._released.add(batch_id)
         if batch is not None and batch.tape is not None:
             self._freed.append(running_of(batch, self.settings.RECALL_MAX_BYTES))
             seconds = self.clock() - batch.started_at
@@ -402,7 +434,6 @@ class Stager(Recovering, Verifying):
                 self._rates.setdefault(batch.library, deque(maxlen=RATES)).append(
                     batch.bytes / seconds
                 )
-        self._released.add(batch_id)
         self._wake.set()
 
     def prune(self, now: float) -> int:

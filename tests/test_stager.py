@@ -385,6 +385,32 @@ def test_tape_drives_a_drive_keeps_its_tape_while_files_for_it_wait(staged, sim,
     assert {svc.store.polls.lookup(p).status for p in a[:3] + c[:3]} == {DONE}
 
 
+def test_tape_drives_a_drive_still_holds_its_tape_when_files_for_it_come_later(
+    staged, sim, gated, clock
+):
+    """A drive that read a tape holds it until it is given another, even when
+    passes went by with nothing queued for it (the drive list, read later,
+    would say so too late): a file for it then goes before a tape with more
+    files waiting longer, which needs a mount."""
+    cmd, open_gate = gated
+    svc, stager = staged(EEADM_COMMAND=cmd, TAPE_DRIVES=1, BATCH_WINDOW=0, BATCH_QUIET=0)
+    a, _, c = by_tape(sim)
+    tape = sim.tapes()
+    ask(svc, sim, clock, a[:2])
+    stager.step()
+    open_gate()
+    stager.wait_idle()
+    stager.step()  # the drive is free and holds a's tape; nothing queued for it
+    assert running_tapes(svc) == {}
+    ask(svc, sim, clock, c[:3])
+    ask(svc, sim, clock, a[2:3])
+    stager.step()
+    assert running_tapes(svc) == {tape[a[0]]: 1}
+    stager.wait_idle()
+    run_step(stager)
+    assert {svc.store.polls.lookup(p).status for p in a[:3] + c[:3]} == {DONE}
+
+
 def leading(store) -> str | None:
     """The node whose stager holds the lease, if any does."""
     lease = store.leases.current()
