@@ -68,8 +68,11 @@ class Queue:
         )
 
     def next_retry_at(self) -> float | None:
+        """When the first file waiting for a retry is ready (files_retry: the
+        literal `not_before > 0` lets both engines use the partial index)."""
         return self.db.scalar(
-            "SELECT min(not_before) FROM files WHERE status = 'queued' AND not_before > ?",
+            "SELECT min(not_before) FROM files WHERE status = 'queued' AND not_before > 0 "
+            "AND not_before > ?",
             (self.clock(),),
         )
 
