@@ -545,7 +545,8 @@ def run(workload: Workload, placement: str, mode: str, args, work: Path) -> dict
         invocations[sub] = invocations.get(sub, 0) + 1
     lat = sorted(x for r in results for x in r.latencies)
     optimum = len(set(_tapes(lib_root, asked)))
-    shutil.rmtree(tmp / "lib", ignore_errors=True)
+    if not args.keep:  # kept: the simulator's tasks and drives, to see where the time went
+        shutil.rmtree(tmp / "lib", ignore_errors=True)
     return {
         "workload": workload.name,
         "partial": workload.partial,
@@ -723,7 +724,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--legacy-ref", default=LEGACY_REF, help="git ref of the legacy release")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    ap.add_argument("--keep", type=Path, help="keep each run's state and logs under this directory")
+    ap.add_argument(
+        "--keep", type=Path, help="keep each run's state, logs and simulated library here"
+    )
     args = ap.parse_args(argv)
     if args.real_seconds is None:
         args.real_seconds = 20.0 if args.quick else 60.0

@@ -25,7 +25,11 @@ one of the library run long recalls, else a piece):
 - score, best first: the higher priority (KEY_PRIORITY); the requester with
   the fewest drives in use, a drive it just freed counted (max-min fairness:
   a requester that holds drives, or just held one, gives the next free one
-  to a requester that holds none); a tape a free drive holds (no mount); a
+  to a requester that holds none); a tape with a file a client asked for
+  before one only prefetch wants (a Globus transfer shows a window of its
+  files and moves on only as they arrive, and its walk is what feeds
+  prefetch: a drive that reads ahead while the window waits starves the
+  queue later); a tape a free drive holds (no mount); a
   tape whose oldest file has waited `aged` seconds (nothing starves); more
   bytes, then more files (a mount reads more); the oldest;
 - overlap: when nobody else waits in a library (every tape waiting for a
@@ -63,6 +67,7 @@ class TapeWork:
     oldest: float  # when its oldest ready file was queued
     requesters: frozenset[str]
     priority: int = 0
+    asked: int = 0  # files a client asked for (the others only prefetch queued)
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ def gather(rows: Iterable) -> list[TapeWork]:
             oldest=min(r.oldest for r in rs),
             requesters=frozenset(r.owner for r in rs),
             priority=max(r.priority for r in rs),
+            asked=sum(r.asked for r in rs),
         )
         for (library, tape), rs in by_tape.items()
     ]
@@ -174,11 +180,12 @@ def plan(
 
 def _score(
     w: TapeWork, use: Counter[str], held: set[str], now: float, aged: float
-) -> tuple[int, int, bool, bool, int, int, float, str]:
+) -> tuple[int, int, bool, bool, bool, int, int, float, str]:
     """Smaller is better: see the module's docstring."""
     return (
         -w.priority,
         min(use[r] for r in w.requesters) if w.requesters else 0,
+        w.asked == 0,
         w.tape not in held,
         now - w.oldest < aged,
         -w.bytes,

@@ -23,9 +23,20 @@ def tape(
     library: str = "lib",
     priority: int = 0,
     also: tuple[str, ...] = (),
+    prefetched: bool = False,
 ) -> TapeWork:
-    """What waits for tape `name`: `files` files, `gb` GB, the oldest `age` s old."""
-    return TapeWork(library, name, files, gb * GB, NOW - age, frozenset((who, *also)), priority)
+    """What waits for tape `name`: `files` files, `gb` GB, the oldest `age` s
+    old, asked for by a client (or only queued by prefetch)."""
+    return TapeWork(
+        library,
+        name,
+        files,
+        gb * GB,
+        NOW - age,
+        frozenset((who, *also)),
+        priority,
+        asked=0 if prefetched else files,
+    )
 
 
 def run(name: str | None, *who: str, library: str = "lib") -> Running:
@@ -45,6 +56,18 @@ CASES = [
         [],
         {},
         ["T2", "T3"],
+    ),
+    (
+        "a tape a client waits for before bigger ones only prefetch queued",
+        [
+            tape("T1", "globus:t", gb=90, prefetched=True),
+            tape("T2", "globus:t", gb=5),
+            tape("T3", "globus:t", gb=50, prefetched=True),
+        ],
+        {"lib": 2},
+        [],
+        {},
+        ["T2", "T1"],
     ),
     (
         "no free drive: nothing starts",
@@ -262,16 +285,16 @@ def test_a_tape_both_want_overlaps():
 def test_gather_sums_a_tapes_requesters_and_leaves_out_a_tape_with_nothing_ready():
     rows = [
         SimpleNamespace(
-            library="l", tape="T1", owner="a", priority=0, files=2, bytes=5, oldest=30.0
+            library="l", tape="T1", owner="a", priority=0, files=2, bytes=5, oldest=30.0, asked=1
         ),
         SimpleNamespace(
-            library="l", tape="T1", owner="b", priority=3, files=1, bytes=7, oldest=20.0
+            library="l", tape="T1", owner="b", priority=3, files=1, bytes=7, oldest=20.0, asked=1
         ),
         SimpleNamespace(
-            library="l", tape="T2", owner="a", priority=0, files=4, bytes=1, oldest=None
+            library="l", tape="T2", owner="a", priority=0, files=4, bytes=1, oldest=None, asked=4
         ),
     ]
-    assert gather(rows) == [TapeWork("l", "T1", 3, 12, 20.0, frozenset({"a", "b"}), 3)]
+    assert gather(rows) == [TapeWork("l", "T1", 3, 12, 20.0, frozenset({"a", "b"}), 3, asked=2)]
 
 
 @pytest.mark.parametrize(

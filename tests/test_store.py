@@ -599,18 +599,18 @@ def test_processes_taking_the_lease_at_once_get_one_epoch(make_store):
 
 
 # -- the queue's summary and its claims ----------------------------------------------------
-def summary(store) -> dict[tuple[str, str, str], tuple[int, int]]:
-    """(library, tape, owner) -> (files, bytes), as the stager reads it."""
-    return {(q.library, q.tape, q.owner): (q.files, q.bytes) for q in store.queue.tapes()}
+def summary(store) -> dict[tuple[str, str, str], tuple[int, int, int]]:
+    """(library, tape, owner) -> (files, bytes, asked), as the stager reads it."""
+    return {(q.library, q.tape, q.owner): (q.files, q.bytes, q.asked) for q in store.queue.tapes()}
 
 
-def recount(store) -> dict[tuple[str, str, str], tuple[int, int]]:
+def recount(store) -> dict[tuple[str, str, str], tuple[int, int, int]]:
     """The same, counted from the file records themselves."""
-    out: dict[tuple[str, str, str], tuple[int, int]] = {}
+    out: dict[tuple[str, str, str], tuple[int, int, int]] = {}
     for f in store.ops.files(status=QUEUED, limit=10_000):
         key = (f.library, f.tape or "", f.owner)
-        n, b = out.get(key, (0, 0))
-        out[key] = (n + 1, b + (f.size or 0))
+        n, b, a = out.get(key, (0, 0, 0))
+        out[key] = (n + 1, b + (f.size or 0), a + f.requested)
     return out
 
 
@@ -634,8 +634,11 @@ def test_the_queue_summary_follows_every_change_of_the_files(store, clock):
     store.requests.create("req1", "default", [("/gpfs/w0", "/gpfs/w0", None)])
     store.requests.intake("req1", "/gpfs/w0", None, None, ("lib2", T1), size=7)
     assert same_as_recount(store)
-    assert summary(store)[("lib1", T2, "globus:task0")] == (2 + 3, 14 + 20 + 15)
-    assert summary(store)[("lib2", T1, "wlcg:req1")] == (1, 7)
+    assert summary(store)[("lib1", T2, "globus:task0")] == (2 + 3, 14 + 20 + 15, 2)
+    assert summary(store)[("lib2", T1, "wlcg:req1")] == (1, 7, 1)
+    store.polls.request("/gpfs/p1", "lib1", "globus", "task0", size=5, tape=T2)  # asked now
+    assert summary(store)[("lib1", T2, "globus:task0")] == (2 + 3, 14 + 20 + 15, 3)
+    assert same_as_recount(store)
 
     batch_id, paths = store.queue.claim("lib1", 100, tape=T1, max_bytes=25)
     assert paths == ["/gpfs/g0", "/gpfs/g3"]  # 10 + 13 bytes; the next (16) would pass 25

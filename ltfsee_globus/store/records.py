@@ -133,6 +133,7 @@ class QueuedTape:
     bytes: int
     newest: float
     oldest: float | None
+    asked: int = 0  # of `files`, those a client asked for (not only prefetch)
 
 
 @dataclass(frozen=True)
