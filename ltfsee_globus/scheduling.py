@@ -25,11 +25,12 @@ one of the library run long recalls, else a piece):
 - score, best first: the higher priority (KEY_PRIORITY); the requester with
   the fewest drives in use, a drive it just freed counted (max-min fairness:
   a requester that holds drives, or just held one, gives the next free one
-  to a requester that holds none); a tape with a file a client asked for
-  before one only prefetch wants (a Globus transfer shows a window of its
-  files and moves on only as they arrive, and its walk is what feeds
-  prefetch: a drive that reads ahead while the window waits starves the
-  queue later); a tape a free drive holds (no mount); a
+  to a requester that holds none); a tape a free drive holds (no mount:
+  the drive that reads pieces goes on with its tape); a tape with a file a
+  client asked for before one only prefetch wants (a Globus transfer shows
+  a window of its files and moves on only as they arrive, and its walk is
+  what feeds prefetch: drives that read ahead while the window waits starve
+  the queue later); a
   tape whose oldest file has waited `aged` seconds (nothing starves); more
   bytes, then more files (a mount reads more); the oldest;
 - overlap: when nobody else waits in a library (every tape waiting for a
@@ -185,8 +186,8 @@ def _score(
     return (
         -w.priority,
         min(use[r] for r in w.requesters) if w.requesters else 0,
-        w.asked == 0,
         w.tape not in held,
+        w.asked == 0,
         now - w.oldest < aged,
         -w.bytes,
         -w.files,

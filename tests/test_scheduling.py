@@ -70,6 +70,14 @@ CASES = [
         ["T2", "T1"],
     ),
     (
+        "the drive that read a tape goes on with it, even if only prefetch wants it",
+        [tape("T1", "globus:t", prefetched=True), tape("T2", "globus:t", gb=50)],
+        {"lib": 1},
+        [],
+        {"mounted": {("lib", "T1")}},
+        ["T1"],
+    ),
+    (
         "no free drive: nothing starts",
         [tape("T1"), tape("T2")],
         {"lib": 2},
