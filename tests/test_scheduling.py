@@ -70,6 +70,18 @@ CASES = [
         ["T2", "T1"],
     ),
     (
+        "tapes only prefetch wants go in the order they were queued, not by size",
+        [
+            tape("T1", "globus:t", gb=90, age=50, prefetched=True),
+            tape("T2", "globus:t", gb=5, age=70, prefetched=True),
+            tape("T3", "globus:t", gb=50, age=60, prefetched=True),
+        ],
+        {"lib": 2},
+        [],
+        {},
+        ["T2", "T3"],
+    ),
+    (
         "the drive that read a tape goes on with it, even if only prefetch wants it",
         [tape("T1", "globus:t", prefetched=True), tape("T2", "globus:t", gb=50)],
         {"lib": 1},
