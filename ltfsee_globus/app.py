@@ -17,6 +17,7 @@ from .errors import register_error_handlers
 from .lookup import StateLookup
 from .metrics import Metrics
 from .services import Core, build_core, lookup_counter
+from .tokens import Keys
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -49,7 +50,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         breaker_seconds=settings.LOOKUP_BREAKER,
     )
     shared = {f.name: getattr(core, f.name) for f in fields(Core)}
-    app.extensions[EXTENSION] = Services(**shared, lookup=lookup)
+    policy = settings.policy()
+    app.extensions[EXTENSION] = Services(
+        **shared, lookup=lookup, policy=policy, token_keys=Keys(policy.issuers)
+    )
     register_error_handlers(app)
     app.wsgi_app = CountRequests(app.wsgi_app, core.metrics)  # type: ignore[method-assign]
 

@@ -1,5 +1,6 @@
 """API keys: `X-API-KEY` or `Authorization: Bearer`, compared in constant time;
-for browsers, a signed session cookie set by the status page's login form."""
+WLCG tokens (a bearer JWT of an issuer the policy trusts, tokens.py); for
+browsers, a signed session cookie set by the status page's login form."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from flask import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .errors import ApiError
+from .metrics import Metrics
+from .policy import Identity, Policy
+from .tokens import Keys, TokenRefused, looks_like_jwt, verify
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,39 @@ def authenticate(request: Request, keys: Mapping[str, str]) -> str:
         reject(request)
         raise ApiError(401, "Unauthorized", "the API key is not valid")
     return matched
+
+
+def identify(
+    request: Request, keys: Mapping[str, str], policy: Policy, token_keys: Keys, metrics: Metrics
+) -> Identity:
+    """Who made the request: a WLCG token of an issuer the policy trusts (a
+    bearer JWT, when the policy lists issuers), else an API key; 401 when
+    neither holds. A refusal is logged and counted by reason, naming no secret."""
+    presented = presented_key(request)
+    if presented is None:
+        metrics.refusal("missing")
+        raise ApiError(401, "Unauthorized", "an API key or a bearer token is required")
+    if policy.issuers and not request.headers.get("X-API-KEY") and looks_like_jwt(presented):
+        token_keys.start()
+        try:
+            v = verify(presented, policy.issuers, token_keys)
+        except TokenRefused as exc:
+            metrics.refusal(exc.reason)
+            log.warning(
+                "refused a token from %s for %s %s: %s",
+                request.remote_addr,
+                request.method,
+                request.path,
+                exc,
+            )
+            raise ApiError(401, "Unauthorized", str(exc)) from None
+        return Identity("token", f"{v.subject}@{v.issuer}", v.issuer, v.scopes)
+    matched = key_name(presented, keys)
+    if matched is None:
+        metrics.refusal("key")
+        reject(request)
+        raise ApiError(401, "Unauthorized", "the API key is not valid")
+    return Identity("key", matched)
 
 
 def _signer(key: str) -> URLSafeTimedSerializer:

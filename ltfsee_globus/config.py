@@ -20,6 +20,8 @@ from typing import Any
 
 from environs import Env, EnvError
 
+from .policy import Policy, PolicyError, open_policy
+
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STAGER_MODES = ("embedded", "off")
 #: prometheus-client's multiprocess directory; set before it is imported.
@@ -66,6 +68,7 @@ class Settings:
     DRIVE_REFRESH: float = 300.0
     RECALL_MAX_BYTES: int = 50 * 10**9
     KEY_PRIORITY: dict[str, int] = field(default_factory=dict)
+    POLICY_FILE: str = ""
     RECALL_MAX_ATTEMPTS: int = 3
     RECALL_RETRY_DELAY: float = 60.0
     FAILED_RETENTION: float = 3600.0
@@ -98,6 +101,11 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         return Path(self.STATE_DIR)
+
+    def policy(self) -> Policy:
+        """Who may stage what (policy.py): POLICY_FILE's, or keys everywhere."""
+        path = Path(self.POLICY_FILE) if self.POLICY_FILE else None
+        return open_policy(path, self.AUTH_KEY, self.MANAGED_ROOTS)
 
     @property
     def node(self) -> str:
@@ -291,6 +299,11 @@ def validate(s: Settings) -> None:
     unknown = sorted(set(s.KEY_PRIORITY) - set(s.AUTH_KEY))
     if unknown:
         problems.append(f"KEY_PRIORITY names keys AUTH_KEY does not have: {', '.join(unknown)}")
+    if s.POLICY_FILE:
+        try:
+            s.policy()
+        except PolicyError as exc:
+            problems.append(f"POLICY_FILE: {exc}")
     if max(s.VERIFIED_TTL, s.FAILED_RETENTION) > s.RETENTION_DAYS * 86400:
         problems.append(
             "RETENTION_DAYS must keep records at least as long as VERIFIED_TTL and "

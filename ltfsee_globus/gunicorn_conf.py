@@ -77,11 +77,13 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Apply LOGLEVEL and ACCESS_LOG, start the embedded stager in this worker."""
+    """Apply LOGLEVEL and ACCESS_LOG, start fetching the token issuers' keys
+    and the embedded stager in this worker."""
     from ltfsee_globus.api.context import services
 
     svc = services(worker.wsgi)
     logging.getLogger("ltfsee_globus").setLevel(svc.settings.LOGLEVEL.upper())
     logging.getLogger("gunicorn.access").disabled = not _s.ACCESS_LOG
+    svc.token_keys.start()
     if svc.settings.STAGER == "embedded":
         svc.start_stager()

@@ -112,12 +112,23 @@ class Metrics:
             buckets=EEADM_BUCKETS,
             registry=r,
         )
+        self.refusals = Counter(
+            "ltfsee_auth_refusals",
+            "Requests refused for who made them, by reason (key, expired, audience, "
+            "issuer, signature, key_id, algorithm, claims, malformed, forbidden)",
+            ["reason"],
+            registry=r,
+        )
 
         #: the labelled series every request and poll adds to, found once each:
         #: prometheus-client's labels() takes a lock and checks its arguments
         #: on every call, more than the addition itself (bench/README.md)
         self._http: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._polls = {answer: self.polls.labels(answer) for answer in POLL_ANSWERS}
+
+    def refusal(self, reason: str) -> None:
+        """Count one request refused for its identity (a bounded set of reasons)."""
+        self.refusals.labels(reason).inc()
 
     def eeadm_call(self, subcommand: str, outcome: str, seconds: float) -> None:
         """Count one eeadm run and its duration."""

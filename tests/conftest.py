@@ -33,6 +33,7 @@ from ltfsee_globus.parse import parse_recall_output
 from ltfsee_globus.sim.library import Layout, Library, Timing, init_library, store_path
 from ltfsee_globus.store import open_store
 from support import devserver
+from support.issuer import LoopbackIssuer
 
 KEY = "test-key-0123456789"
 HEADERS = {"X-API-KEY": KEY}
@@ -227,6 +228,16 @@ class FakeClock:
 
 
 @pytest.fixture
+def issuer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackIssuer]:
+    """A WLCG token issuer on loopback (https, keys made for this test);
+    requests in this process trust its certificate (REQUESTS_CA_BUNDLE)."""
+    found = LoopbackIssuer(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(found.ca_file))
+    yield found
+    found.stop()
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
@@ -262,6 +273,7 @@ def make_app(base_config: dict):
     yield make
     for app in apps:
         services(app).stop_stager()
+        services(app).token_keys.stop()
         services(app).store.close()
 
 

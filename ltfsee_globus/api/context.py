@@ -10,17 +10,22 @@ from flask import Flask, current_app
 
 from ..lookup import StateLookup
 from ..placement import Once
+from ..policy import Policy
 from ..services import Core
 from ..stager import Stager
+from ..tokens import Keys
 
 EXTENSION = "ltfsee"
 
 
 @dataclass
 class Services(Core):
-    """The core, the coalescing state lookup, and (embedded) the stager thread."""
+    """The core, the coalescing state lookup, who may stage what (the policy
+    and the token issuers' keys), and (embedded) the stager thread."""
 
     lookup: StateLookup
+    policy: Policy
+    token_keys: Keys
     #: tasks whose explicit library was overridden (logged once per task)
     notes: Once = field(default_factory=Once)
     stager: Stager | None = None

@@ -4,20 +4,27 @@ A stage request is a set of files in the queue the Globus endpoint feeds, so a
 file wanted by both is recalled once. The stager's intake gives each request
 file its first state (batched `eeadm file state`); from then on recalls move
 it. A bad file fails that file, never the request.
+
+Who asks is an API key or a WLCG token (auth.identify); what it may do, on
+which paths, is the site's policy (policy.py). No valid identity: 401; an
+identity that may not use the operation anywhere: 403; a file outside its
+rights fails that file; a request is visible only to the identity that made it.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..auth import authenticate
+from ..auth import identify
 from ..eeadm import EeadmError
 from ..errors import ApiError
 from ..parse import FileState
 from ..paths import PathRefused, check_managed, normalise
+from ..policy import Identity, Rights
 from ..staging import FileSystemError, NoSuchFile, require_file
 from ..store import FINAL
 from .common import json_object
@@ -34,6 +41,7 @@ from .spec import (
     operation,
 )
 
+log = logging.getLogger(__name__)
 bp = Blueprint("tape", __name__)
 wellknown = Blueprint("wellknown", __name__)
 
@@ -109,15 +117,31 @@ def _same_path(raw: str) -> str:
         return raw
 
 
-def _owned(request_id: str):
-    """(services, request row, its files) for a request of the caller's key name.
+def _who(svc: Services, op: str) -> tuple[Identity, Rights]:
+    """The caller and its rights; 401 without a valid identity, 403 when it
+    may not use `op` on any path."""
+    who = identify(request, svc.settings.AUTH_KEY, svc.policy, svc.token_keys, svc.metrics)
+    rights = svc.policy.rights(who)
+    if not rights.may(op):
+        svc.metrics.refusal("forbidden")
+        log.warning("refused %s %s: %s may not %s", request.method, request.path, who.name, op)
+        raise ApiError(403, "Forbidden", f"{who.name} may not {op} here")
+    return who, rights
 
-    Another key's request is as unknown as a missing one: 404.
+
+def _forbidden(who: Identity, operation: str, path: str) -> str:
+    return f"forbidden: {who.name} may not {operation} {path}"
+
+
+def _owned(request_id: str, operation: str):
+    """(services, request row, its files) for a request the caller made.
+
+    Another identity's request is as unknown as a missing one: 404.
     """
     svc = services()
-    owner = authenticate(request, svc.settings.AUTH_KEY)
+    who, _ = _who(svc, operation)
     found = svc.store.requests.get(request_id)
-    if found is None or found[0].owner != owner:
+    if found is None or found[0].owner != who.name:
         raise ApiError(404, "Not Found", f"no stage request {request_id}")
     return svc, *found
 
@@ -143,7 +167,7 @@ def _in_request(files, paths: list[str]) -> list[str]:
             ),
             "headers": {"Location": {"schema": STRING}},
         },
-        **errors(400, 413),
+        **errors(400, 403, 413),
     },
     {
         "type": "object",
@@ -167,7 +191,7 @@ def _in_request(files, paths: list[str]) -> list[str]:
 )
 def stage():
     svc = services()
-    owner = authenticate(request, svc.settings.AUTH_KEY)
+    who, rights = _who(svc, "stage")
     files = json_object().get("files")
     if not isinstance(files, list) or not files:
         raise ApiError(400, "Bad Request", "files must be a non-empty list")
@@ -185,13 +209,15 @@ def stage():
         if asked in entries:
             continue
         try:
-            entries[asked] = (asked, check_managed(asked, svc.settings.MANAGED_ROOTS), None)
+            path = check_managed(asked, svc.settings.MANAGED_ROOTS)
         except PathRefused as exc:
             entries[asked] = (asked, asked, str(exc))
+            continue
+        error = None if rights.allows("stage", path) else _forbidden(who, "stage", path)
+        entries[asked] = (asked, path, error)
     request_id = str(uuid.uuid4())
-    svc.store.requests.create(
-        request_id, owner, list(entries.values()), svc.settings.KEY_PRIORITY.get(owner, 0)
-    )
+    priority = svc.settings.KEY_PRIORITY.get(who.name, 0) if who.kind == "key" else 0
+    svc.store.requests.create(request_id, who.name, list(entries.values()), priority)
     resp = jsonify(requestId=request_id)
     resp.status_code = 201
     resp.headers["Location"] = f"{request.host_url.rstrip('/')}{_root(svc)}/stage/{request_id}"
@@ -228,12 +254,12 @@ FILE_STATUS = {
                 },
             }
         ),
-        **errors(404),
+        **errors(403, 404),
     },
     params=REQUEST_ID,
 )
 def stage_status(request_id: str):
-    _svc, req, files = _owned(request_id)
+    _svc, req, files = _owned(request_id, "poll")
     out_files = []
     for f in files:
         item: dict[str, Any] = {"path": f.asked_as, "state": f.state}
@@ -258,21 +284,23 @@ def stage_status(request_id: str):
 @bp.post("/stage/<request_id>/cancel")
 @operation(
     "Cancel files of a stage request",
-    {"200": EMPTY, **errors(400, 404, 413)},
+    {"200": EMPTY, **errors(400, 403, 404, 413)},
     PATHS_BODY,
     params=REQUEST_ID,
 )
 def cancel(request_id: str):
-    svc, _req, files = _owned(request_id)
+    svc, _req, files = _owned(request_id, "cancel")
     paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
     svc.store.requests.cancel_files(request_id, paths)
     return Response(status=200, mimetype="text/plain")
 
 
 @bp.delete("/stage/<request_id>")
-@operation("Cancel and forget a stage request", {"200": EMPTY, **errors(404)}, params=REQUEST_ID)
+@operation(
+    "Cancel and forget a stage request", {"200": EMPTY, **errors(403, 404)}, params=REQUEST_ID
+)
 def delete(request_id: str):
-    svc, _req, files = _owned(request_id)
+    svc, _req, files = _owned(request_id, "cancel")
     svc.store.requests.cancel_files(request_id, [f.path for f in files])
     svc.store.requests.delete(request_id)
     return Response(status=200, mimetype="text/plain")
@@ -281,13 +309,13 @@ def delete(request_id: str):
 @bp.post("/release/<request_id>")
 @operation(
     "Release files of a stage request (recorded; nothing is evicted)",
-    {"200": EMPTY, **errors(400, 404, 413)},
+    {"200": EMPTY, **errors(400, 403, 404, 413)},
     PATHS_BODY,
     params=REQUEST_ID,
 )
 def release(request_id: str):
     """Recorded only: nothing is evicted from disk (see README)."""
-    svc, _req, files = _owned(request_id)
+    svc, _req, files = _owned(request_id, "release")
     paths = _in_request(files, _paths(json_object(), svc.settings.STAGE_MAX_FILES))
     svc.store.requests.release_files(request_id, paths)
     return Response(status=200, mimetype="text/plain")
@@ -313,13 +341,13 @@ def release(request_id: str):
                 },
             }
         ),
-        **errors(400, 413, 502, 503, 504),
+        **errors(400, 403, 413, 502, 503, 504),
     },
     PATHS_BODY,
 )
 def archiveinfo():
     svc = services()
-    authenticate(request, svc.settings.AUTH_KEY)
+    who, rights = _who(svc, "archiveinfo")
     raw = _paths(json_object(), svc.settings.ARCHIVEINFO_MAX_FILES)
     # one answer per distinct string the client sent, carrying that string
     answers: list[dict[str, str]] = []
@@ -329,6 +357,9 @@ def archiveinfo():
             path = check_managed(p, svc.settings.MANAGED_ROOTS, resolve=False)
         except PathRefused as exc:
             answers.append({"path": p, "error": str(exc)})
+            continue
+        if not rights.allows("archiveinfo", path):
+            answers.append({"path": p, "error": _forbidden(who, "ask archiveinfo of", path)})
             continue
         try:
             require_file(path, svc.settings.MANAGED_ROOTS)
