@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from support.issuer import AUDIENCE
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "test-key-0123456789"
 
@@ -43,11 +45,11 @@ def tls(tmp_path):
     return {"KEYFILE": str(tmp_path / "dev-key.pem"), "CERTFILE": str(cert)}, cadir
 
 
-def gfal(*args, cadir):
+def gfal(*args, cadir, token=KEY):
     env = {
         **os.environ,
         "GFAL_PYTHONBIN": "/usr/bin/python3",
-        "BEARER_TOKEN": KEY,
+        "BEARER_TOKEN": token,
         "X509_CERT_DIR": str(cadir),
     }
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
@@ -67,3 +69,34 @@ def test_bringonline_and_status_with_gfal2(start_server, sim, tls):
     assert gfal("gfal-xattr", url_a, "user.status", cadir=cadir).strip() == ("ONLINE_AND_NEARLINE")
     assert sim.state_of(a) == "P"
     assert gfal("gfal-xattr", url_b, "user.status", cadir=cadir).strip() == "NEARLINE"
+
+
+def test_bringonline_with_a_wlcg_token_from_a_trusted_issuer(
+    start_server, sim, tls, issuer, tmp_path
+):
+    """gfal2 with BEARER_TOKEN set to a JWT our loopback issuer signed: the
+    service fetches the issuer's keys over https and stages what the token's
+    scope covers; a token for another path gets the file FAILED."""
+    certs, cadir = tls
+    a, b = sim.files("M")[:2]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[issuers."{issuer.url}"]\nbase_path = "{sim.fs}"\naudiences = ["{AUDIENCE}"]\n'
+    )
+    server = start_server(
+        BATCH_WINDOW=1, POLICY_FILE=str(policy), REQUESTS_CA_BUNDLE=str(issuer.ca_file), **certs
+    )
+    token = issuer.token(f"storage.stage:{a[len(str(sim.fs)) :]}", sub="fts-user")
+    out = gfal(
+        "gfal-bringonline", "--polling-timeout", "60", server.url + a, cadir=cadir, token=token
+    )
+    assert f"{server.url + a} READY" in out
+    assert sim.state_of(a) == "P"
+    # gfal-bringonline reports a failed file and exits 0
+    refused = gfal(
+        "gfal-bringonline", "--polling-timeout", "30", server.url + b, cadir=cadir, token=token
+    )
+    assert "FAILED" in refused and "forbidden" in refused and sim.state_of(b) == "M"
+    expired = issuer.token("storage.stage:/", expires_in=-300)
+    out = gfal("gfal-bringonline", server.url + b, cadir=cadir, token=expired)
+    assert "HTTP 401" in out and sim.state_of(b) == "M"
