@@ -48,6 +48,9 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+import jwt
+import requests
+
 from . import demo
 from .config import (
     STORE_FILE,
@@ -74,6 +77,7 @@ from .parse import FileState
 from .placement import NoCopy, Placement, place
 from .sim.library import Layout, Library, SimError, Timing, init_library
 from .store import FAILED, Store, StoreUnavailable, open_store
+from .tokens import fetch_keys
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 #: `doctor` warns below this much free space in STATE_DIR.
@@ -345,6 +349,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     with _store(settings, args) as store:
         checks = {"config": "ok", **readiness(settings, store, eeadm)}
     checks["drivelist"] = drive_list_check(eeadm)
+    checks["policy"] = policy_check(settings)
     checks["sudo"] = sudo_rights(settings)
     existing = next(p for p in (settings.state_dir, *settings.state_dir.parents) if p.exists())
     free = shutil.disk_usage(existing).free  # STATE_DIR's file system, made or to be made
@@ -352,6 +357,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for name, found in checks.items():
         print(f"{name:8} {found}")
     return EXIT_OK if all(passed(v) for v in checks.values()) else EXIT_FAIL
+
+
+def policy_check(settings: Settings) -> str:
+    """What POLICY_FILE gives, and whether each token issuer it trusts
+    answers with its keys now (the service would run on the keys it has)."""
+    policy = settings.policy()  # a bad file failed load_settings already
+    if policy.keys is None:
+        return "ok: no POLICY_FILE: every key everywhere under MANAGED_ROOTS, no tokens"
+    found = [f"{len(policy.keys)} key(s)"]
+    failed = []
+    for url in policy.issuers:
+        try:
+            found.append(f"{url} {len(fetch_keys(url))} signing key(s)")
+        except (requests.RequestException, ValueError, KeyError, jwt.PyJWTError) as exc:
+            failed.append(f"{url} unreachable ({type(exc).__name__}: {str(exc)[:200]})")
+    if failed:
+        return "issuer keys not fetched: " + "; ".join(failed)
+    return "ok: " + ", ".join(found)
 
 
 def cmd_ready(args: argparse.Namespace) -> int:

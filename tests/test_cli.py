@@ -112,10 +112,27 @@ def test_doctor_names_each_check(site):
         "eeadm": "ok",
         "drives": "warning: drives not known (not read yet): recalls go to EE in batches",
         "drivelist": "ok: ts4500 2 of 2 serve recalls",
+        "policy": "ok: no POLICY_FILE: every key everywhere under MANAGED_ROOTS, no tokens",
         "sudo": "ok (eeadm does not run through sudo)",
         "disk": "ok",
     }
     assert res.returncode == 1  # one check failed (a warning is no failure)
+
+
+def test_doctor_reaches_each_token_issuer_of_the_policy(site, issuer, tmp_path):
+    _store, run, _f = site
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[issuers."{issuer.url}"]\nbase_path = "/gpfs"\naudiences = ["https://t.example"]\n'
+    )
+    env = {"POLICY_FILE": str(policy), "REQUESTS_CA_BUNDLE": str(issuer.ca_file)}
+    lines = dict(line.split(None, 1) for line in run("doctor", env=env).stdout.splitlines())
+    assert lines["policy"] == f"ok: 0 key(s), {issuer.url} 2 signing key(s)"
+    issuer.stop()
+    res = run("doctor", env=env)
+    lines = dict(line.split(None, 1) for line in res.stdout.splitlines())
+    assert lines["policy"].startswith(f"issuer keys not fetched: {issuer.url} unreachable")
+    assert res.returncode == 1
 
 
 def test_doctor_asks_sudo_for_each_subcommand(site, sim, tmp_path):
