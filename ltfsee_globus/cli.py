@@ -244,6 +244,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         ),
         ("recent failures", report["recent_failures"], ["path", "attempts", "last_error"]),
         (
+            "stage requests (WLCG)",
+            [
+                {**q, "age": human_age(report["now"] - q["created_at"])}
+                for q in report["stage_requests"]
+            ],
+            ["id", "owner", "age", "files", "completed", "failed", "cancelled"],
+        ),
+        (
             "eeadm",
             [
                 {**e, "last": f"{human_age(e['age'])} ago", "secs": f"{e['seconds']:.2f}"}

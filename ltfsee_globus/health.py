@@ -167,6 +167,7 @@ def status_report(store: Store, settings: Settings) -> dict:
         "prefetch": {**pf, "precision": pf["asked_files"] / pf["files"] if pf["files"] else None},
         "eeadm": [asdict(e) for e in store.ops.eeadm_health()],
         "operator_actions": [asdict(a) for a in store.ops.actions(limit=5)],
+        "stage_requests": [asdict(r) for r in store.requests.recent(REPORT_ROWS)],
     }
 
 

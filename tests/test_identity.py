@@ -287,3 +287,18 @@ def test_without_a_policy_file_a_token_is_only_a_wrong_key(make_app, sim, issuer
     assert resp.status_code == 401
     assert resp.get_json()["detail"] == "the API key is not valid"
     assert json.loads(resp.data)["status"] == 401
+
+
+def test_operators_see_who_made_each_stage_request(wlcg, sim, issuer, run_cli):
+    """/api/status, the status page and `status` name each request's identity."""
+    client, _, (first, _) = wlcg
+    token = issuer.token("storage.stage:/", sub="carol")
+    rid = stage(client, bearer(token), in_dir(sim, first)[:2]).get_json()["requestId"]
+    fts = {"X-API-KEY": "fts-key-0123456789"}
+    stage(client, fts, in_dir(sim, first)[2:3])
+    report = client.get("/api/status", headers=fts).get_json()
+    owners = {q["id"]: q["owner"] for q in report["stage_requests"]}
+    assert owners[rid] == f"carol@{issuer.url}" and "fts" in owners.values()
+    assert f"carol@{issuer.url}" in client.get("/", headers=fts).get_data(as_text=True)
+    out = run_cli("status").stdout
+    assert "stage requests (WLCG):" in out and f"carol@{issuer.url}" in out

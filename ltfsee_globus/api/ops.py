@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..auth import authenticate
 from ..errors import problem
-from ..health import cluster, drives_report, passed, readiness
+from ..health import REPORT_ROWS, cluster, drives_report, passed, readiness
 from ..metrics import store_metrics
 from .context import Services, services
 from .spec import OBJECT, STRING, errors, json_response, operation
@@ -21,6 +21,7 @@ def status_summary(svc: Services) -> dict:
     summary["prefetch"]["tasks"] = [asdict(t) for t in svc.store.prefetch.tasks()]
     summary.update(cluster(svc.store, 3 * svc.settings.STAGER_LEASE))
     summary["drives"] = drives_report(svc.store, svc.settings)
+    summary["stage_requests"] = [asdict(r) for r in svc.store.requests.recent(REPORT_ROWS)]
     summary["store"] = svc.store.describe()
     return summary
 

@@ -167,6 +167,20 @@ class StageRequest:
 
 
 @dataclass(frozen=True)
+class RequestSummary:
+    """A WLCG stage request as operators see it: who made it (a key's name,
+    a token's sub@issuer, a DN) and how far its files are."""
+
+    id: str
+    owner: str
+    created_at: float
+    files: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
+@dataclass(frozen=True)
 class RequestFile:
     """One file of a WLCG stage request."""
 

@@ -14,6 +14,7 @@ from .records import (
     STARTED,
     SUBMITTED,
     RequestFile,
+    RequestSummary,
     StageRequest,
 )
 
@@ -35,6 +36,20 @@ class Requests:
     def __init__(self, db: Database, clock: Callable[[], float]) -> None:
         self.db = db
         self.clock = clock
+
+    def recent(self, limit: int) -> list[RequestSummary]:
+        """The newest stage requests, with who made each and its files' progress."""
+        return self.db.records(
+            RequestSummary,
+            "SELECT r.id, r.owner, r.created_at, count(f.path) AS files, "
+            "count(CASE WHEN f.state = 'COMPLETED' THEN 1 END) AS completed, "
+            "count(CASE WHEN f.state = 'FAILED' THEN 1 END) AS failed, "
+            "count(CASE WHEN f.state = 'CANCELLED' THEN 1 END) AS cancelled "
+            "FROM (SELECT * FROM stage_requests ORDER BY created_at DESC LIMIT ?) r "
+            "LEFT JOIN request_files f ON f.request_id = r.id "
+            "GROUP BY r.id, r.owner, r.created_at ORDER BY r.created_at DESC",
+            (limit,),
+        )
 
     def create(
         self,
