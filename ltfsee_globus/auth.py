@@ -1,12 +1,15 @@
 """API keys: `X-API-KEY` or `Authorization: Bearer`, compared in constant time;
-WLCG tokens (a bearer JWT of an issuer the policy trusts, tokens.py); for
+WLCG tokens (a bearer JWT of an issuer the policy trusts, tokens.py); X.509
+proxies, verified by a front end (Apache httpd with mod_ssl and
+mod_gridsite, deploy/apache-gridsite.conf) that hands over what it verified
+as X-Grst-Cred-N headers, honoured only from FRONTEND_ADDRESSES; for
 browsers, a signed session cookie set by the status page's login form."""
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from flask import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -67,12 +70,71 @@ def authenticate(request: Request, keys: Mapping[str, str]) -> str:
     return matched
 
 
+#: What the front end verified: GRST_CRED_0, _1, ... of mod_gridsite, each
+#: "KIND NOTBEFORE NOTAFTER DELEGATION VALUE" (X509USER: the user's DN;
+#: GSIPROXY: a proxy's DN; VOMS: an FQAN).
+CRED_HEADER = "X-Grst-Cred-"
+
+
+def peer(request: Request) -> str:
+    """The address the request came from on the wire (not what X-Forwarded-For
+    says); `unix` for a unix socket."""
+    orig = request.environ.get("werkzeug.proxy_fix.orig") or {}
+    return orig.get("REMOTE_ADDR") or request.environ.get("REMOTE_ADDR") or "unix"
+
+
+def x509_identity(creds: list[str]) -> Identity | None:
+    """The user's DN and VOMS FQANs from the front end's credential lines."""
+    dn, fqans = None, []
+    for line in creds:
+        parts = line.split(" ", 4)
+        if len(parts) < 5:
+            continue
+        kind, value = parts[0], parts[4]
+        if kind == "X509USER" and dn is None:
+            dn = value
+        elif kind == "VOMS":
+            fqans.append(value)
+    return None if dn is None else Identity("x509", dn, fqans=tuple(fqans))
+
+
+def front_end(request: Request, frontends: Sequence[str], metrics: Metrics) -> Identity | None:
+    """The X.509 identity a trusted front end verified, if it sent one.
+    The same headers from anyone else are ignored, logged and counted."""
+    creds = [
+        (k, v)
+        for k, v in request.headers.items()
+        if k.lower().startswith(CRED_HEADER.lower()) and v and v != "(null)"
+    ]
+    if not creds:
+        return None
+    if peer(request) not in frontends:
+        metrics.refusal("frontend")
+        log.warning(
+            "identity headers from %s, which is not a trusted front end (FRONTEND_ADDRESSES): "
+            "ignored",
+            peer(request),
+        )
+        return None
+    ordered = sorted(creds, key=lambda kv: kv[0][len(CRED_HEADER) :].zfill(4))
+    return x509_identity([v for _, v in ordered])
+
+
 def identify(
-    request: Request, keys: Mapping[str, str], policy: Policy, token_keys: Keys, metrics: Metrics
+    request: Request,
+    keys: Mapping[str, str],
+    policy: Policy,
+    token_keys: Keys,
+    metrics: Metrics,
+    frontends: Sequence[str] = (),
 ) -> Identity:
-    """Who made the request: a WLCG token of an issuer the policy trusts (a
-    bearer JWT, when the policy lists issuers), else an API key; 401 when
-    neither holds. A refusal is logged and counted by reason, naming no secret."""
+    """Who made the request: an X.509 proxy a trusted front end verified; a
+    WLCG token of an issuer the policy trusts (a bearer JWT, when the policy
+    lists issuers); else an API key; 401 when none holds. A refusal is
+    logged and counted by reason, naming no secret."""
+    found = front_end(request, frontends, metrics)
+    if found is not None:
+        return found
     presented = presented_key(request)
     if presented is None:
         metrics.refusal("missing")

@@ -8,6 +8,7 @@ one clear message instead of a traceback on the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -69,6 +70,7 @@ class Settings:
     RECALL_MAX_BYTES: int = 50 * 10**9
     KEY_PRIORITY: dict[str, int] = field(default_factory=dict)
     POLICY_FILE: str = ""
+    FRONTEND_ADDRESSES: list[str] = field(default_factory=list)
     RECALL_MAX_ATTEMPTS: int = 3
     RECALL_RETRY_DELAY: float = 60.0
     FAILED_RETENTION: float = 3600.0
@@ -299,6 +301,12 @@ def validate(s: Settings) -> None:
     unknown = sorted(set(s.KEY_PRIORITY) - set(s.AUTH_KEY))
     if unknown:
         problems.append(f"KEY_PRIORITY names keys AUTH_KEY does not have: {', '.join(unknown)}")
+    for address in s.FRONTEND_ADDRESSES:
+        try:
+            if address != "unix":
+                ipaddress.ip_address(address)
+        except ValueError:
+            problems.append(f"FRONTEND_ADDRESSES entry {address!r} must be an IP address or 'unix'")
     if s.POLICY_FILE:
         try:
             s.policy()

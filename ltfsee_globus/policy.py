@@ -1,15 +1,21 @@
 """Who may stage what: identities and their rights by path (docs/wlcg.md).
 
 An identity is an API key (by its name), a WLCG token (its `sub` at its
-issuer, with the token's scopes) or, later, an X.509 proxy (its DN and VOMS
-FQANs). Its rights are operations (stage, poll, cancel, release,
-archiveinfo) on roots: a root covers itself and what lies below it, by
-path components (`/data` covers `/data/x`, not `/data2`).
+issuer, with the token's scopes) or an X.509 proxy (its user's DN and VOMS
+FQANs, as a verifying front end hands them over: auth.py). Its rights are
+operations (stage, poll, cancel, release, archiveinfo) on roots: a root
+covers itself and what lies below it, by path components (`/data` covers
+`/data/x`, not `/data2`).
 
 The site's policy file (POLICY_FILE, TOML) says who has what:
 
     [[allow]]                 # an API key, by its name in AUTH_KEY
     key = "fts"
+    roots = ["/gpfs/atlas"]
+    operations = ["stage", "poll", "cancel", "release", "archiveinfo"]
+
+    [[allow]]                 # X.509 proxies with this VOMS FQAN (or: dn = "...")
+    fqan = "/atlas/Role=production"
     roots = ["/gpfs/atlas"]
     operations = ["stage", "poll", "cancel", "release", "archiveinfo"]
 
@@ -116,14 +122,26 @@ class Issuer:
     audiences: tuple[str, ...]
 
 
+def fqan_matches(wanted: str, held: str) -> bool:
+    """Whether a proxy's FQAN `held` is what the policy's `wanted` names: the
+    same, or (`wanted` naming a group, no role) a role in that group."""
+    if wanted == held:
+        return True
+    group = held.split("/Role=")[0]
+    return "/Role=" not in wanted and group == wanted.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Policy:
-    """The site's policy: grants per key name, and the trusted issuers. `None`
-    grants (no policy file): every key everything under `everywhere`."""
+    """The site's policy: grants per key name, per DN and per FQAN, and the
+    trusted issuers. `None` keys (no policy file): every key everything under
+    `everywhere`, and no one else anything."""
 
     keys: Mapping[str, Rights] | None
     issuers: Mapping[str, Issuer]
     everywhere: tuple[str, ...]
+    dns: Mapping[str, Rights] = field(default_factory=dict)
+    fqans: Mapping[str, Rights] = field(default_factory=dict)
 
     def rights(self, who: Identity) -> Rights:
         if who.kind == "key":
@@ -132,6 +150,12 @@ class Policy:
             return self.keys.get(who.name, Rights())
         if who.kind == "token" and who.issuer in self.issuers:
             return token_rights(who.scopes, self.issuers[who.issuer].base_path)
+        if who.kind == "x509":
+            found = [self.dns[who.name]] if who.name in self.dns else []
+            found += [
+                r for f, r in self.fqans.items() if any(fqan_matches(f, h) for h in who.fqans)
+            ]
+            return combine(([op], roots) for r in found for op, roots in r.roots.items())
         return Rights()
 
 
@@ -147,21 +171,32 @@ def open_policy(path: Path | None, key_names: Iterable[str], roots: Iterable[str
         raise PolicyError(f"{path}: {exc}") from None
     problems: list[str] = []
     known = set(key_names)
-    grants: dict[str, list[tuple[Iterable[str], Iterable[str]]]] = {}
+    grants: dict[str, dict[str, list[tuple[Iterable[str], Iterable[str]]]]] = {
+        "key": {},
+        "dn": {},
+        "fqan": {},
+    }
     for n, entry in enumerate(data.get("allow", []), 1):
         where = f"[[allow]] #{n}"
         if not isinstance(entry, dict):
             problems.append(f"{where}: not a table")
             continue
-        key, ops, rts = entry.get("key"), entry.get("operations"), entry.get("roots")
-        if not isinstance(key, str) or key not in known:
+        ops, rts = entry.get("operations"), entry.get("roots")
+        who = [k for k in ("key", "dn", "fqan") if k in entry]
+        if len(who) != 1 or not isinstance(entry[who[0]], str) or not entry[who[0]]:
+            problems.append(f"{where}: name exactly one of key, dn or fqan (a string)")
+            continue
+        kind, name = who[0], entry[who[0]]
+        if kind == "key" and name not in known:
             problems.append(f"{where}: key must name a key of AUTH_KEY")
+        if kind != "key" and not name.startswith("/"):
+            problems.append(f"{where}: a {kind} starts with '/'")
         if not _strings(ops) or not set(ops) <= set(OPERATIONS):
             problems.append(f"{where}: operations must be a list of {', '.join(OPERATIONS)}")
         if not _strings(rts) or not all(_absolute(r) for r in rts):
             problems.append(f"{where}: roots must be a list of absolute paths without '..'")
         if not problems:
-            grants.setdefault(key, []).append((ops, [posixpath.normpath(r) for r in rts]))
+            grants[kind].setdefault(name, []).append((ops, [posixpath.normpath(r) for r in rts]))
     issuers: dict[str, Issuer] = {}
     for url, conf in (data.get("issuers") or {}).items():
         where = f'[issuers."{url}"]'
@@ -179,7 +214,8 @@ def open_policy(path: Path | None, key_names: Iterable[str], roots: Iterable[str
         problems.append(f"unknown section(s): {', '.join(sorted(unknown))}")
     if problems:
         raise PolicyError(f"{path}: " + "; ".join(problems))
-    return Policy({k: combine(g) for k, g in grants.items()}, issuers, roots)
+    rights = {kind: {k: combine(g) for k, g in by.items()} for kind, by in grants.items()}
+    return Policy(rights["key"], issuers, roots, rights["dn"], rights["fqan"])
 
 
 def _strings(value: object) -> bool:

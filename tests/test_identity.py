@@ -8,10 +8,12 @@ import logging
 import pytest
 
 from ltfsee_globus.api.context import services
+from ltfsee_globus.auth import x509_identity
 from ltfsee_globus.config import ConfigError
 from ltfsee_globus.policy import (
     Identity,
     PolicyError,
+    fqan_matches,
     open_policy,
     scope_path,
     token_rights,
@@ -302,3 +304,49 @@ def test_operators_see_who_made_each_stage_request(wlcg, sim, issuer, run_cli):
     assert f"carol@{issuer.url}" in client.get("/", headers=fts).get_data(as_text=True)
     out = run_cli("status").stdout
     assert "stage requests (WLCG):" in out and f"carol@{issuer.url}" in out
+
+
+@pytest.mark.parametrize(
+    ("wanted", "held", "matches"),
+    [
+        ("/dteam/Role=production", "/dteam/Role=production", True),
+        ("/dteam", "/dteam/Role=production", True),  # a group: any role in it
+        ("/dteam", "/dteam", True),
+        ("/dteam/Role=production", "/dteam/Role=student", False),
+        ("/dteam", "/dteam2/Role=production", False),
+        ("/dteam/Role=production", "/dteam", False),
+    ],
+)
+def test_a_policy_fqan_names_a_role_or_a_whole_group(wanted, held, matches):
+    assert fqan_matches(wanted, held) is matches
+
+
+def test_the_front_ends_credential_lines_give_the_users_dn_and_fqans():
+    lines = [
+        "X509USER 1796615088 1796787888 1 /DC=test/CN=Alice Tester",
+        "GSIPROXY 1796614789 1796622289 1 /DC=test/CN=Alice Tester/CN=383601820",
+        "VOMS 1796615089 1796622289 0 /testvo/Role=production",
+        "VOMS 1796615089 1796622289 0 /testvo",
+        "garbage",
+    ]
+    who = x509_identity(lines)
+    assert who == Identity(
+        "x509", "/DC=test/CN=Alice Tester", fqans=("/testvo/Role=production", "/testvo")
+    )
+    assert x509_identity(lines[1:]) is None  # no user certificate: no identity
+
+
+def test_dn_and_fqan_entries_of_the_policy(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        '[[allow]]\ndn = "/DC=test/CN=Alice"\nroots = ["/gpfs/a"]\noperations = ["stage"]\n'
+        '[[allow]]\nfqan = "/dteam"\nroots = ["/gpfs/d"]\noperations = ["stage", "poll"]\n'
+    )
+    policy = open_policy(path, [], ["/gpfs"])
+    alice = policy.rights(Identity("x509", "/DC=test/CN=Alice", fqans=("/dteam/Role=x",)))
+    assert alice.allows("stage", "/gpfs/a/f") and alice.allows("poll", "/gpfs/d/f")
+    bob = policy.rights(Identity("x509", "/DC=test/CN=Bob"))
+    assert not bob.may("stage")
+    path.write_text('[[allow]]\ndn = "x"\nkey = "y"\nroots = ["/a"]\noperations = ["stage"]\n')
+    with pytest.raises(PolicyError, match="name exactly one of key, dn or fqan"):
+        open_policy(path, ["y"], ["/gpfs"])

@@ -120,7 +120,10 @@ def _same_path(raw: str) -> str:
 def _who(svc: Services, op: str) -> tuple[Identity, Rights]:
     """The caller and its rights; 401 without a valid identity, 403 when it
     may not use `op` on any path."""
-    who = identify(request, svc.settings.AUTH_KEY, svc.policy, svc.token_keys, svc.metrics)
+    s = svc.settings
+    who = identify(
+        request, s.AUTH_KEY, svc.policy, svc.token_keys, svc.metrics, s.FRONTEND_ADDRESSES
+    )
     rights = svc.policy.rights(who)
     if not rights.may(op):
         svc.metrics.refusal("forbidden")
