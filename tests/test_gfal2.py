@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 from support.issuer import AUDIENCE
 
@@ -92,6 +93,14 @@ def test_bringonline_with_a_wlcg_token_from_a_trusted_issuer(
     )
     assert f"{server.url + a} READY" in out
     assert sim.state_of(a) == "P"
+    [request] = requests.get(
+        server.url + "/api/status",
+        headers={"X-API-KEY": KEY},
+        verify=certs["CERTFILE"],  # the service's own development certificate
+        timeout=30,
+    ).json()["stage_requests"]
+    assert request["owner"] == f"fts-user@{issuer.url}"
+    assert (request["files"], request["completed"]) == (1, 1)  # the request COMPLETED
     # gfal-bringonline reports a failed file and exits 0
     refused = gfal(
         "gfal-bringonline", "--polling-timeout", "30", server.url + b, cadir=cadir, token=token

@@ -239,9 +239,9 @@ def test_gfal2_stages_with_a_voms_proxy_through_the_front_end(site, grid, sim):
     report = requests.get(
         server.url + "/api/status", headers={"X-API-KEY": "test-key-0123456789"}, timeout=30
     ).json()
-    assert [q["owner"] for q in report["stage_requests"]] == [
-        "/DC=org/DC=ltfsee-test/CN=Alice Tester"
-    ]
+    [request] = report["stage_requests"]
+    assert request["owner"] == "/DC=org/DC=ltfsee-test/CN=Alice Tester"
+    assert (request["files"], request["completed"]) == (1, 1)  # the request COMPLETED
 
 
 @pytest.mark.parametrize(
