@@ -73,7 +73,7 @@ class Policy:
     running: dict[int, str | None] = field(default_factory=dict)  # task id -> tape
 
     def due(self, now: float) -> bool:
-        """The stager's batch timer (Stager.due_at)."""
+        """The stager's batch timer (scheduling.Window)."""
         if not self.queued:
             return False
         oldest = min(self.queued.values())

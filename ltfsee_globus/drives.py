@@ -56,6 +56,10 @@ class DriveWatch:
         self._thread: threading.Thread | None = None
         #: libraries the list does not name, warned about once
         self._said: set[str] = set()
+        #: per library, the tapes its drives hold as our recalls tell (oldest
+        #: first): a drive keeps the tape it read until it is given another;
+        #: the list says so too, but only at its next read
+        self._held: dict[str, list[str]] = {}
 
     def soon(self) -> None:
         """A recall ended: read the list again at the next refresh."""
@@ -132,6 +136,23 @@ class DriveWatch:
             )
         return {lib: counts.get(lib, sum(counts.values())) for lib in libraries}
 
-    def mounted(self) -> set[str]:
-        """Volsers of the tapes recall drives hold (as last read)."""
-        return {d.tape for d in self.drives or () if d.tape and d.serves_recalls}
+    def mounted(self, tapes: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of `tapes` (library, tape), those a drive holds: as the list last
+        read says, or as our recalls since tell."""
+        volsers = {d.tape for d in self.drives or () if d.tape and d.serves_recalls}
+        held = {(lib, t) for lib, ts in self._held.items() for t in ts}
+        return {(lib, t) for lib, t in tapes if t.split("@")[0] in volsers or (lib, t) in held}
+
+    def hold(self, library: str, tape: str, drives: int, given: bool = False) -> None:
+        """A drive of `library` holds `tape`: a recall of it ended or, `given`,
+        a recall of it was handed to EE (then the drive holding the oldest
+        other tape, unless this one was held, no longer holds that); at most
+        one tape a drive."""
+        held = self._held.setdefault(library, [])
+        if tape in held:
+            held.remove(tape)
+        elif given and held:
+            held.pop(0)
+        if not given:
+            held.append(tape)
+        del held[: max(len(held) - drives, 0)]

@@ -98,6 +98,49 @@ class Start:
     long: bool = False
 
 
+@dataclass(frozen=True)
+class Window:
+    """When a library's queue may go: its oldest file has waited `window`
+    and nothing was queued (nor looked up for a poll) for `quiet` (a burst of
+    requests and the prefetch it triggers go together), but never later than
+    `max_wait` after the oldest; or at once with `max_files` ready
+    (BATCH_WINDOW, BATCH_QUIET, BATCH_MAX_WAIT, BATCH_MAX_FILES)."""
+
+    window: float
+    quiet: float
+    max_wait: float
+    max_files: int
+
+    def due_at(self, oldest: float, newest: float) -> float:
+        quiet = max(oldest + self.window, newest + self.quiet)
+        return min(quiet, oldest + max(self.max_wait, self.window))
+
+
+def due(
+    rows: Iterable, window: Window, now: float, looking_up: bool
+) -> tuple[dict[str, tuple[int, bool]], float]:
+    """The libraries whose queue may go now, from the store's rows per
+    library, tape and requester (store.QueuedTape): their files ready, and
+    whether by time rather than by count; and seconds until the next one
+    may. `looking_up`: polls' file states are being looked up (they will
+    queue more files soon: the queue is not quiet)."""
+    by_library: dict[str, list] = {}
+    for r in rows:
+        if r.oldest is not None:
+            by_library.setdefault(r.library, []).append(r)
+    out: dict[str, tuple[int, bool]] = {}
+    next_due = float("inf")
+    for library, rs in by_library.items():
+        oldest = min(r.oldest for r in rs)
+        newest = now if looking_up else max(r.newest for r in rs)
+        ready, at = sum(r.files for r in rs), window.due_at(oldest, newest)
+        if ready >= window.max_files or at <= now:
+            out[library] = ready, at <= now
+        else:
+            next_due = min(next_due, at - now)
+    return out, next_due
+
+
 def gather(rows: Iterable) -> list[TapeWork]:
     """TapeWork per tape from the store's rows per library, tape and requester
     (store.QueuedTape); a tape with nothing ready (every file waits for a

@@ -42,7 +42,8 @@ from .eeadm import Eeadm, EeadmError
 from .leader import Leadership
 from .prefetch import Prefetcher
 from .recovery import Recovering
-from .scheduling import Running, gather, plan
+from .scheduling import Running, Window, gather, plan
+from .scheduling import due as due_libraries
 from .store import Batch, LeaseLost, Store, StoreUnavailable
 from .store.db import process_owner
 from .store.records import QueuedTape
@@ -105,10 +106,6 @@ class Stager(Recovering, Verifying):
         self._pruned_at = 0.0
         #: one-tape recalls just finished: their drive still holds the tape
         self._freed: deque[Running] = deque()
-        #: per library, the tapes its drives hold as far as our recalls tell
-        #: (oldest first): a drive keeps the tape it read until it is given
-        #: another; `eeadm drive list` says so too, but only at its next read
-        self._held: dict[str, list[str]] = {}
         #: batches whose EE task ended, being verified: they hold no drive
         self._released: set[int] = set()
         #: bytes per second of the last RATES one-tape recalls per library; the
@@ -175,7 +172,9 @@ class Stager(Recovering, Verifying):
             self.prune(now)
         self.drives.refresh()
         queue = self.store.queue.tapes()
-        due, next_due = self._due(queue, now)
+        window = Window(s.BATCH_WINDOW, s.BATCH_QUIET, s.BATCH_MAX_WAIT, s.BATCH_MAX_FILES)
+        looking_up = self.store.queue.lookups_running(s.EEADM_TIMEOUT)
+        due, next_due = due_libraries(queue, window, now, looking_up)
         # in this order: a recall thread releases its batch (its EE task
         # ended), then frees its tape, then records the batch done; so a tape
         # seen freed is never also seen holding its drive, and the tape that
@@ -194,30 +193,6 @@ class Stager(Recovering, Verifying):
         if retry_at is not None:
             next_due = min(next_due, retry_at - now)
         return max(next_due, 0.0)
-
-    def _due(
-        self, queue: list[QueuedTape], now: float
-    ) -> tuple[dict[str, tuple[int, bool]], float]:
-        """The libraries whose queue may go now (their files ready, and whether
-        by time rather than by count), and seconds until the next one may.
-        Once due, what is left waits for a recall to end (a wake)."""
-        busy = self.store.queue.lookups_running(self.settings.EEADM_TIMEOUT)
-        by_library: dict[str, list[QueuedTape]] = {}
-        for q in queue:
-            if q.oldest is not None:
-                by_library.setdefault(q.library, []).append(q)
-        due: dict[str, tuple[int, bool]] = {}
-        next_due = float("inf")
-        for library, rows in by_library.items():
-            oldest = min(q.oldest for q in rows if q.oldest is not None)
-            # polls whose file states are being looked up will queue more files soon
-            newest = now if busy else max(q.newest for q in rows)
-            ready, due_at = sum(q.files for q in rows), self.due_at(oldest, newest)
-            if ready >= self.settings.BATCH_MAX_FILES or due_at <= now:
-                due[library] = ready, due_at <= now
-            else:
-                next_due = min(next_due, due_at - now)
-        return due, next_due
 
     def _dispatch_batches(self, due: dict[str, tuple[int, bool]]) -> None:
         """Drives not known: batches of every ready tape of a library, at most
@@ -246,18 +221,17 @@ class Stager(Recovering, Verifying):
     ) -> None:
         """Drives known: one tape's piece per recall, chosen by scheduling.plan."""
         work = gather(queue)
-        volsers = self.drives.mounted()
         piece = self.settings.RECALL_MAX_BYTES
         for f in freed:
-            self._hold(f.library, f.tape, drives[f.library])
+            if f.tape is not None:
+                self.drives.hold(f.library, f.tape, drives[f.library])
         starts = plan(
             work,
             drives,
             [running_of(b, piece) for b in running],
             due=due,
             freed=freed,
-            mounted={(w.library, w.tape) for w in work if w.tape.split("@")[0] in volsers}
-            | {(lib, t) for lib, tapes in self._held.items() for t in tapes},
+            mounted=self.drives.mounted((w.library, w.tape) for w in work),
             rates={lib: max(seen) for lib, seen in self._rates.items()},
             now=now,
         )
@@ -274,30 +248,7 @@ class Stager(Recovering, Verifying):
             if claimed is not None:
                 self.start_batch(*claimed, library=start.library, tape=start.tape or None)
                 if not start.overlap:  # a drive is given this tape: it holds no other
-                    self._hold(start.library, start.tape, drives[start.library], reading=True)
-
-    def _hold(self, library: str, tape: str, drives: int, reading: bool = False) -> None:
-        """Note that a drive of `library` holds `tape` (a recall of it ended)
-        or, `reading`, was given it (so the drive holding the oldest other
-        tape, unless the tape was held, no longer does); at most one tape a
-        drive."""
-        held = self._held.setdefault(library, [])
-        if tape in held:
-            held.remove(tape)
-        elif reading and held:
-            held.pop(0)
-        if not reading:
-            held.append(tape)
-        del held[: max(len(held) - drives, 0)]
-
-    def due_at(self, oldest: float, newest: float) -> float:
-        """When a library's queue should go: its oldest file has waited
-        BATCH_WINDOW and nothing was queued (nor looked up for a poll) for
-        BATCH_QUIET (a burst of requests and the prefetch it triggers go
-        together), but never later than BATCH_MAX_WAIT after the oldest."""
-        s = self.settings
-        quiet = max(oldest + s.BATCH_WINDOW, newest + s.BATCH_QUIET)
-        return min(quiet, oldest + max(s.BATCH_MAX_WAIT, s.BATCH_WINDOW))
+                    self.drives.hold(start.library, start.tape, drives[start.library], given=True)
 
     def _may_start(self) -> bool:
         """Whether a recall may start now: the lease is ours for at least half

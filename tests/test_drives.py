@@ -178,7 +178,12 @@ def test_watch_keeps_the_drives_last_seen_and_warns_once(
     assert watch.per_library(["hsm_lib1", ""]) == {"hsm_lib1": 2, "": 2}
     assert watch.per_library(["HSM_LIB1"]) == {"HSM_LIB1": 2}  # a name EE does not print
     assert "names no library HSM_LIB1" in caplog.text
-    assert watch.mounted() == {"013019L8", "013020L8"}
+    tapes = [("hsm_lib1", f"{v}@pool@hsm_lib1") for v in ("013019L8", "013020L8", "013021L8")]
+    assert watch.mounted(tapes) == set(tapes[:2])
+    watch.hold("hsm_lib1", tapes[2][1], drives=2)  # a recall of it ended: its drive holds it
+    assert watch.mounted(tapes) == set(tapes)
+    watch.hold("hsm_lib1", "OTHER@pool@hsm_lib1", drives=2, given=True)  # that drive reads on
+    assert watch.mounted(tapes) == set(tapes[:2])
     assert {d.id: d.recall for d in store.ops.drives()} == {
         "0007827B3B": True,
         "000782AC2B": False,

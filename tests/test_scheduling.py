@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ltfsee_globus.scheduling import AGED, Running, Start, TapeWork, gather, plan
+from ltfsee_globus.scheduling import AGED, Running, Start, TapeWork, Window, due, gather, plan
 
 NOW = 10_000.0
 GB = 10**9
@@ -291,8 +291,8 @@ def test_no_overlap_while_another_requester_waits():
     to the scheduler at the end of its piece."""
     queue = [tape("T1", "r"), tape("S1", "small")]
     running = [piece("T1", "r", ago=95)]
-    for due in (("lib",), ()):
-        assert plan(queue, {"lib": 1}, running, due=due, rates=RATES, now=NOW) == []
+    for libraries in (("lib",), ()):
+        assert plan(queue, {"lib": 1}, running, due=libraries, rates=RATES, now=NOW) == []
 
 
 def test_a_tape_both_want_overlaps():
@@ -342,3 +342,41 @@ def test_a_next_piece_waiting_in_ee_holds_no_drive():
     queue = [tape("T3", gb=9), tape("T4", gb=8), tape("T5", gb=7)]
     running = [run("T1", "r"), run("T1", "r"), run("T2", "r")]
     assert tapes(plan(queue, {"lib": 4}, running, due=("lib",), now=NOW)) == ["T3", "T4"]
+
+
+WINDOW = Window(window=10, quiet=2, max_wait=60, max_files=100)
+
+
+def row(library="lib", files=5, oldest=0.0, newest=0.0):
+    return SimpleNamespace(library=library, files=files, oldest=oldest, newest=newest)
+
+
+@pytest.mark.parametrize(
+    ("case", "rows", "now", "looking_up", "expected", "next_due"),
+    [
+        ("before the window", [row()], 5, False, {}, 5),
+        ("the window passed, quiet", [row()], 10, False, {"lib": (5, True)}, float("inf")),
+        ("still busy: waits for quiet", [row(newest=9)], 10, False, {}, 1),
+        ("polls being looked up: not quiet", [row()], 10, True, {}, 2),
+        ("never past max_wait", [row(newest=59)], 60, True, {"lib": (5, True)}, float("inf")),
+        (
+            "a full batch goes at once",
+            [row(files=100)],
+            1,
+            False,
+            {"lib": (100, False)},
+            float("inf"),
+        ),
+        ("nothing ready (retries wait)", [row(oldest=None)], 100, False, {}, float("inf")),
+        (
+            "libraries apart",
+            [row("a", oldest=0), row("b", oldest=5, newest=5)],
+            10,
+            False,
+            {"a": (5, True)},
+            5,
+        ),
+    ],
+)
+def test_when_a_librarys_queue_is_due(case, rows, now, looking_up, expected, next_due):
+    assert due(rows, WINDOW, now, looking_up) == (expected, next_due), case
