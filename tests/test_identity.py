@@ -12,6 +12,7 @@ from ltfsee_globus.auth import x509_identity
 from ltfsee_globus.config import ConfigError
 from ltfsee_globus.policy import (
     Identity,
+    Issuer,
     PolicyError,
     fqan_matches,
     open_policy,
@@ -19,6 +20,7 @@ from ltfsee_globus.policy import (
     token_rights,
     within,
 )
+from ltfsee_globus.tokens import REFETCH_GAP, Keys, TokenRefused, verify
 from support.issuer import AUDIENCE
 
 API = "/api/v1"
@@ -350,3 +352,25 @@ def test_dn_and_fqan_entries_of_the_policy(tmp_path):
     path.write_text('[[allow]]\ndn = "x"\nkey = "y"\nroots = ["/a"]\noperations = ["stage"]\n')
     with pytest.raises(PolicyError, match="name exactly one of key, dn or fqan"):
         open_policy(path, ["y"], ["/gpfs"])
+
+
+def test_an_unknown_key_id_asks_the_issuer_again_at_most_every_few_minutes(issuer, clock):
+    """The issuer's keys are fetched once; a token with a key id we do not
+    know asks again, but not within REFETCH_GAP of the last fetch."""
+    issuers = {issuer.url: Issuer(issuer.url, "/gpfs", (AUDIENCE,))}
+    keys = Keys(issuers, clock=clock)
+    keys.start()
+    try:
+        assert verify(issuer.token(), issuers, keys).subject == "alice"
+        fetched = issuer.requests
+        assert fetched == 2  # the discovery document, then the key set
+        issuer.kids["rsa"] = "rotated"  # a new key id the service has not seen
+        rotated = issuer.token()
+        with pytest.raises(TokenRefused) as refused:
+            verify(rotated, issuers, keys)
+        assert refused.value.reason == "key_id" and issuer.requests == fetched  # too soon
+        clock.advance(REFETCH_GAP)
+        assert verify(rotated, issuers, keys).subject == "alice"  # asked again, found
+        assert issuer.requests == fetched + 2
+    finally:
+        keys.stop()
