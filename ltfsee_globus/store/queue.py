@@ -89,9 +89,10 @@ class Queue:
 
         With `tape` ("": files of unknown tape): that tape's files, oldest
         first, up to `max_files` and (when set) `max_bytes` (at least one
-        file). Without: up to `max_files` of the library, tape by tape, the
-        tape of the longest-waiting file first, so that only the last tape
-        may be split. Reads only the rows it takes (an index walk per tape),
+        file; then files a client asked for before prefetched ones).
+        Without: up to `max_files` of the library, tape by tape, the tape of
+        the longest-waiting file first, so that only the last tape may be
+        split. Reads only the rows it takes (an index walk per tape),
         locking them as it reads (PostgreSQL: FOR UPDATE SKIP LOCKED), so two
         claims at once never take one file."""
 
@@ -105,6 +106,10 @@ class Queue:
                     if q.library == library and q.oldest is not None:
                         first[q.tape] = min(first.get(q.tape, q.oldest), q.oldest)
                 order = sorted(first, key=lambda t: (first[t], t))
+            # a piece reads the files clients asked for before those only
+            # prefetch wants (a small request's own files first, not behind
+            # its directory's prefetch); the rest of the tape goes next
+            first_asked = "requested DESC, " if max_bytes and tape is not None else ""
             taken: list[tuple[str, int, str]] = []
             for t in order:
                 left = max_files - len(taken)
@@ -113,7 +118,7 @@ class Queue:
                 taken += c.all(
                     "SELECT path, coalesce(size, 0), owner FROM files WHERE status = 'queued' "
                     "AND library = ? AND coalesce(tape, '') = ? AND not_before <= ? "
-                    f"ORDER BY queued_at LIMIT ?{self.db.lock_rows}",
+                    f"ORDER BY {first_asked}queued_at LIMIT ?{self.db.lock_rows}",
                     (library, t, now, left),
                 )
             if max_bytes and tape is not None:
