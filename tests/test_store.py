@@ -671,18 +671,20 @@ def test_the_queue_summary_follows_every_change_of_the_files(store, clock):
     assert totals["recalled_bytes"] == sum(f.size or 0 for f in store.ops.files(status=DONE))
 
 
-def test_a_piece_takes_the_files_clients_asked_for_before_prefetched_ones(store, clock):
-    """A bounded piece of a tape: asked files first (oldest first among them),
-    then prefetched ones; a whole-tape claim keeps the queue's order."""
+def test_a_piece_takes_only_the_files_clients_asked_for_while_there_are_any(store, clock):
+    """A bounded piece of a tape: the asked files only (oldest first), then
+    in a later piece the prefetched ones; a whole-tape claim takes all."""
     store.prefetch.add("task0", [(f"/gpfs/p{i}", 10, T1, "lib1") for i in range(3)])
     clock.advance(1)
     for i in range(2):
         store.polls.request(f"/gpfs/a{i}", "lib1", "globus", "small", size=10, tape=T1)
         clock.advance(1)
     _, piece = store.queue.claim("lib1", 100, tape=T1, max_bytes=30)
-    assert piece == ["/gpfs/a0", "/gpfs/a1", "/gpfs/p0"]
+    assert piece == ["/gpfs/a0", "/gpfs/a1"]  # not filled up with prefetched files
+    _, piece = store.queue.claim("lib1", 100, tape=T1, max_bytes=20)
+    assert piece == ["/gpfs/p0", "/gpfs/p1"]  # none asked now: prefetched ones, oldest first
     _, rest = store.queue.claim("lib1", 100, tape=T1)
-    assert rest == ["/gpfs/p1", "/gpfs/p2"]
+    assert rest == ["/gpfs/p2"]
 
 
 def test_a_file_waiting_for_its_retry_does_not_make_its_tape_ready(store, clock):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .db import Database, Tx, placeholders
 from .files import chunks
@@ -89,7 +90,7 @@ class Queue:
 
         With `tape` ("": files of unknown tape): that tape's files, oldest
         first, up to `max_files` and (when set) `max_bytes` (at least one
-        file; then files a client asked for before prefetched ones).
+        file; only files a client asked for while the tape has any).
         Without: up to `max_files` of the library, tape by tape, the tape of
         the longest-waiting file first, so that only the last tape may be
         split. Reads only the rows it takes (an index walk per tape),
@@ -106,22 +107,27 @@ class Queue:
                     if q.library == library and q.oldest is not None:
                         first[q.tape] = min(first.get(q.tape, q.oldest), q.oldest)
                 order = sorted(first, key=lambda t: (first[t], t))
-            # a piece reads the files clients asked for before those only
-            # prefetch wants (a small request's own files first, not behind
-            # its directory's prefetch); the rest of the tape goes next
-            first_asked = "requested DESC, " if max_bytes and tape is not None else ""
-            taken: list[tuple[str, int, str]] = []
+            # a piece reads only the files clients asked for while the tape
+            # has any: prefetched files between them on the tape would be
+            # read first (EE reads in tape order), so they go in a later piece
+            piece = bool(max_bytes) and tape is not None
+            first_asked = "requested DESC, " if piece else ""
+            rows: list[tuple[str, int, str, Any]] = []
             for t in order:
-                left = max_files - len(taken)
+                left = max_files - len(rows)
                 if left <= 0:
                     break
-                taken += c.all(
-                    "SELECT path, coalesce(size, 0), owner FROM files WHERE status = 'queued' "
-                    "AND library = ? AND coalesce(tape, '') = ? AND not_before <= ? "
-                    f"ORDER BY {first_asked}queued_at LIMIT ?{self.db.lock_rows}",
+                rows += c.all(
+                    "SELECT path, coalesce(size, 0), owner, requested FROM files "
+                    "WHERE status = 'queued' AND library = ? AND coalesce(tape, '') = ? "
+                    f"AND not_before <= ? ORDER BY {first_asked}queued_at LIMIT ?"
+                    f"{self.db.lock_rows}",
                     (library, t, now, left),
                 )
-            if max_bytes and tape is not None:
+            if piece and rows and rows[0][3]:
+                rows = [r for r in rows if r[3]]
+            taken = [(p, n, o) for p, n, o, _ in rows]
+            if piece:
                 taken = within(taken, max_bytes)
             if not taken:
                 return None
