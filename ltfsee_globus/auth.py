@@ -108,12 +108,13 @@ def front_end(request: Request, frontends: Sequence[str], metrics: Metrics) -> I
     ]
     if not creds:
         return None
-    if peer(request) not in frontends:
+    sender = peer(request)
+    if sender not in frontends:
         metrics.refusal("frontend")
         log.warning(
             "identity headers from %s, which is not a trusted front end (FRONTEND_ADDRESSES): "
             "ignored",
-            peer(request),
+            sender,
         )
         return None
     ordered = sorted(creds, key=lambda kv: kv[0][len(CRED_HEADER) :].zfill(4))
@@ -154,12 +155,11 @@ def identify(
             )
             raise ApiError(401, "Unauthorized", str(exc)) from None
         return Identity("token", f"{v.subject}@{v.issuer}", v.issuer, v.scopes)
-    matched = key_name(presented, keys)
-    if matched is None:
+    try:
+        return Identity("key", authenticate(request, keys))
+    except ApiError:
         metrics.refusal("key")
-        reject(request)
-        raise ApiError(401, "Unauthorized", "the API key is not valid")
-    return Identity("key", matched)
+        raise
 
 
 def _signer(key: str) -> URLSafeTimedSerializer:

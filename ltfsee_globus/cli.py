@@ -48,9 +48,6 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-import jwt
-import requests
-
 from . import demo
 from .config import (
     STORE_FILE,
@@ -77,7 +74,7 @@ from .parse import FileState
 from .placement import NoCopy, Placement, place
 from .sim.library import Layout, Library, SimError, Timing, init_library
 from .store import FAILED, Store, StoreUnavailable, open_store
-from .tokens import fetch_keys
+from .tokens import FETCH_ERRORS, fetch_keys
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 #: `doctor` warns below this much free space in STATE_DIR.
@@ -378,7 +375,7 @@ def policy_check(settings: Settings) -> str:
     for url in policy.issuers:
         try:
             found.append(f"{url} {len(fetch_keys(url))} signing key(s)")
-        except (requests.RequestException, ValueError, KeyError, jwt.PyJWTError) as exc:
+        except FETCH_ERRORS as exc:
             failed.append(f"{url} unreachable ({type(exc).__name__}: {str(exc)[:200]})")
     if failed:
         return "issuer keys not fetched: " + "; ".join(failed)

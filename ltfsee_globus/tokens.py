@@ -35,6 +35,10 @@ KEY_WAIT = 3.0
 FETCH_TIMEOUT = 10.0
 
 
+#: What fetching an issuer's keys raises when the issuer cannot give them.
+FETCH_ERRORS = (requests.RequestException, ValueError, KeyError, jwt.PyJWTError)
+
+
 class TokenRefused(Exception):
     """A token we do not accept; `reason` is a short label (metrics, logs)."""
 
@@ -129,7 +133,7 @@ class Keys:
         """Fetch one issuer's keys now; on failure keep the last good ones."""
         try:
             keys = self.fetch(issuer)
-        except (requests.RequestException, ValueError, KeyError, jwt.PyJWTError) as exc:
+        except FETCH_ERRORS as exc:
             if issuer not in self._failing:
                 self._failing.add(issuer)
                 kept = "keeping the keys fetched before" if issuer in self._keys else "no keys yet"
