@@ -24,8 +24,8 @@ The site's policy file (POLICY_FILE, TOML) says who has what:
     audiences = ["https://tape.example.org"]
 
 A token's rights are its scopes (the WLCG Common JWT Profile):
-`storage.stage:/p` gives stage, poll, cancel and release under base_path/p,
-`storage.read:/p` archiveinfo. Without a policy file every key may do
+`storage.stage:/p` gives stage, poll, cancel, release and archiveinfo under
+base_path/p, `storage.read:/p` archiveinfo. Without a policy file every key may do
 everything under MANAGED_ROOTS, and no token is accepted (as before).
 """
 
@@ -36,6 +36,8 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .paths import under
 
 OPERATIONS = ("stage", "poll", "cancel", "release", "archiveinfo")
 #: What each WLCG storage scope grants (the profile's `storage.stage`
@@ -64,12 +66,6 @@ class Identity:
     fqans: tuple[str, ...] = ()
 
 
-def within(path: str, root: str) -> bool:
-    """Whether `path` is `root` or below it, by whole path components."""
-    root = root.rstrip("/") or "/"
-    return path == root or path.startswith(root if root == "/" else root + "/")
-
-
 @dataclass(frozen=True)
 class Rights:
     """Operations an identity may use, each on its roots."""
@@ -81,7 +77,8 @@ class Rights:
         return bool(self.roots.get(operation))
 
     def allows(self, operation: str, path: str) -> bool:
-        return any(within(path, r) for r in self.roots.get(operation, ()))
+        """Whether `path` lies under a root of `operation`, by whole components."""
+        return under(path, self.roots.get(operation, ())) is not None
 
 
 def combine(grants: Iterable[tuple[Iterable[str], Iterable[str]]]) -> Rights:

@@ -30,11 +30,11 @@ one of the library run long recalls, else a piece):
   client asked for before one only prefetch wants (a Globus transfer shows
   a window of its files and moves on only as they arrive, and its walk is
   what feeds prefetch: drives that read ahead while the window waits starve
-  the queue later); a
-  tape whose oldest file has waited `aged` seconds (nothing starves); among
-  tapes clients asked for, more bytes, then more files (a mount reads more);
-  the oldest (tapes only prefetch wants go in the order prefetch queued
-  them: the order of the client's walk, so they are read ahead of it);
+  the queue later); a tape whose oldest file has waited `aged` seconds
+  (nothing starves); among tapes clients asked for, more bytes, then more
+  files (a mount reads more); the oldest (tapes only prefetch wants go in
+  the order prefetch queued them: the order of the client's walk, so they
+  are read ahead of it);
 - overlap: when nobody else waits in a library (every tape waiting for a
   drive is the same requester's), a tape being read that has more files
   queued gets its next piece handed over in the last OVERLAP of the running
