@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -148,6 +149,31 @@ def test_concurrent_recalls_share_one_consistent_library(make_sim):
     assert stats["counters"]["files_recalled"] == 80
     assert stats["file_states"] == {"P": 80}
     assert all(t["finished"] >= t["started"] >= t["created"] for t in stats["tasks"])
+
+
+def test_a_library_made_before_drives_could_go_down_is_upgraded_once_under_many_openers(make_sim):
+    sim = make_sim(files=6, dirs=1, tapes=1, drives=1)
+    old = sqlite3.connect(sim.root / ".eeadm-sim" / "library.db")
+    old.execute("ALTER TABLE drives DROP COLUMN enabled")  # as libraries were made before
+    old.commit()
+    old.close()
+    env = {**os.environ, "EEADM_SIM_DIR": str(sim.root)}
+    procs = [
+        subprocess.Popen(
+            [*sim.command, "drive", "list"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    errors = [p.communicate()[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    lib = Library(sim.root)
+    columns = [r[1] for r in lib.conn.execute("PRAGMA table_info(drives)")]
+    lib.close()
+    assert columns.count("enabled") == 1
 
 
 def test_one_file_recalls_cost_more_mounts_than_one_batch(make_sim):

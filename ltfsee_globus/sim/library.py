@@ -53,7 +53,8 @@ CREATE TABLE tapes (
     free_at REAL NOT NULL DEFAULT 0);
 CREATE TABLE drives (
     id INTEGER PRIMARY KEY, library TEXT NOT NULL, tape TEXT, head INTEGER NOT NULL DEFAULT 0,
-    free_at REAL NOT NULL DEFAULT 0, last_used REAL NOT NULL DEFAULT 0);
+    free_at REAL NOT NULL DEFAULT 0, last_used REAL NOT NULL DEFAULT 0,
+    enabled INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, state TEXT NOT NULL, tape TEXT,
     position INTEGER, damaged INTEGER NOT NULL DEFAULT 0);
@@ -78,7 +79,8 @@ CREATE TABLE IF NOT EXISTS copies (
     path TEXT NOT NULL, copy INTEGER NOT NULL, tape TEXT NOT NULL, position INTEGER NOT NULL,
     PRIMARY KEY (path, copy));
 """
-#: Whether a drive is in service (`eeadm-sim drive down|up`).
+#: Whether a drive is in service (`eeadm-sim drive down|up`), for libraries
+#: made before drives could go down.
 DRIVE_ENABLED = "ALTER TABLE drives ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1"
 #: EE keeps at most three copies of a file.
 MAX_COPIES = 3
@@ -107,14 +109,21 @@ class Library:
         self.conn = sqlite3.connect(db, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA busy_timeout = 60000")
-        self.conn.executescript(COPIES)  # libraries made before copies existed
-        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(drives)")}
-        if "enabled" not in columns:  # libraries made before drives could go down
-            self.conn.execute(DRIVE_ENABLED)
+        self.conn.execute(COPIES)  # libraries made before copies existed
+        if not self._drives_have_enabled():
+            # Under the write lock and asked again: processes opening an old
+            # library at once must not both add the column.
+            self.conn.execute("BEGIN IMMEDIATE")
+            if not self._drives_have_enabled():
+                self.conn.execute(DRIVE_ENABLED)
+            self.conn.execute("COMMIT")
         meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         self.origin = float(meta["origin"])
         self.time_scale = float(meta["time_scale"])
         self.timing = Timing(**json.loads(meta["timing"]))
+
+    def _drives_have_enabled(self) -> bool:
+        return any(r[1] == "enabled" for r in self.conn.execute("PRAGMA table_info(drives)"))
 
     def close(self) -> None:
         self.conn.close()
