@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,8 +15,11 @@ import pytest
 import requests
 
 from ltfsee_globus import pgcluster
-from ltfsee_globus.config import ConfigError, load_settings
-from ltfsee_globus.store.db import migration_scripts
+from ltfsee_globus.config import ConfigError, Settings, load_settings
+from ltfsee_globus.store import open_store
+from ltfsee_globus.store.db import StoreUnavailable, migration_scripts
+from ltfsee_globus.store.leases import LeaseLost
+from ltfsee_globus.store.postgres import IDLE_IN_TRANSACTION
 from ltfsee_globus.store.postgres_changes import ChangeCache, path_key
 
 RECALL = "/api/v0.5/globus_recall/globus_recall"
@@ -278,3 +282,38 @@ def test_an_answer_is_kept_no_longer_than_max_age(pg_cluster, clock, wait_for):
         assert cache.get(PATH, "k", lambda: "third") == "third"
     finally:
         cache.close()
+
+
+def test_a_leader_frozen_inside_a_transaction_does_not_hold_off_a_take_over(pg_cluster, tmp_path):
+    """The fence share-locks the lease row to its commit: a leader stopped
+    inside a fenced transaction (SIGSTOP, a paused VM) must lose its session,
+    else no standby could take the lease until it woke."""
+    url = pg_cluster.create_database(f"frozen{time.monotonic_ns()}")
+    frozen, standby = (
+        open_store(Settings(STATE_DIR=str(tmp_path / name), STORE_URL=url))
+        for name in ("frozen", "standby")
+    )
+    try:
+        epoch = frozen.leases.take("a:1", "n1", 0.5)
+        inside, wake = threading.Event(), threading.Event()
+
+        def stopped_mid_transaction(c):
+            frozen.leases.check(c, "a:1", epoch)  # the share lock of a fenced write
+            inside.set()
+            wake.wait(60)
+
+        with ThreadPoolExecutor(1) as pool:
+            leader = pool.submit(frozen.db.write, stopped_mid_transaction)
+            assert inside.wait(10)
+            time.sleep(0.6)  # the lease has run out
+            began = time.monotonic()
+            assert standby.leases.take("b:2", "n2", 30) == epoch + 1
+            took = time.monotonic() - began
+            wake.set()
+            with pytest.raises((StoreUnavailable, LeaseLost)):
+                leader.result(30)  # what it did inside is not kept
+        assert took < IDLE_IN_TRANSACTION + 3
+        assert standby.leases.current().node == "n2"
+    finally:
+        frozen.close()
+        standby.close()

@@ -19,6 +19,8 @@ Concurrency is explicit, not SQLite's one writer:
   replaced and the transaction run again when it failed before its COMMIT;
   otherwise the caller gets StoreUnavailable (the web tier: 503 with
   Retry-After) and the pool reconnects by itself once the server is back;
+- the server ends a session left idle inside a transaction (a process
+  frozen mid-transaction), so its locks never hold off the others;
 - the tallies the status page and /metrics read are kept by triggers in
   per-connection shards, so no row is one that every writer updates;
 - a poll's read is kept in memory until the database says the file's rows
@@ -65,13 +67,28 @@ WAIT, FAST_WAIT, DOWN_HOLD = 5.0, 0.5, 5.0
 RECONNECT_CHAIN = 10.0
 #: Connection defaults where STORE_URL says nothing: give up connecting after
 #: 5 s, and find a dead server or host through TCP keepalives within ~20 s.
+#: A session idle inside a transaction for IDLE_IN_TRANSACTION seconds is
+#: ended by the server: a process frozen mid-transaction (SIGSTOP, a VM
+#: paused) would otherwise hold its row locks, the fence's share lock on the
+#: lease among them, and no standby could take over until it woke.
+IDLE_IN_TRANSACTION = 5.0
 CONNECT_DEFAULTS = {
     "connect_timeout": "5",
     "keepalives": "1",
     "keepalives_idle": "10",
     "keepalives_interval": "3",
     "keepalives_count": "3",
+    "options": f"-c idle_in_transaction_session_timeout={int(IDLE_IN_TRANSACTION * 1000)}",
 }
+
+
+#: What a connection the server dropped raises (the idle-in-transaction
+#: timeout's error is of SQL state class 25, not an OperationalError).
+DROPPED = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+)
 
 
 @lru_cache(maxsize=512)
@@ -189,7 +206,7 @@ class PostgresDatabase(Database):
                 time.sleep(random.uniform(0, 0.01 * 2**race))
             except PoolTimeout as exc:
                 raise self._away(exc) from None
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except DROPPED as exc:
                 drop += 1
                 if committing or not _broken(conn) or drop >= DROP_ATTEMPTS:
                     raise self._unavailable(exc) from None
@@ -204,7 +221,7 @@ class PostgresDatabase(Database):
                     return work(_PgTx(conn))
             except PoolTimeout as exc:
                 raise self._away(exc) from None
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except DROPPED as exc:
                 drop += 1
                 if not _broken(conn) or drop >= DROP_ATTEMPTS:
                     raise self._unavailable(exc) from None
