@@ -2,11 +2,16 @@
 
 When the drives are known, the stager hands EE one tape's files per recall
 and about one recall per recall drive, so that we, not EE's first-come
-queue, choose what a free drive reads next. All drives but one of a library
-read whole tapes (`long`: a tape split over recalls is read in several
-passes, each locating across it); the last reads pieces bounded in bytes,
-so a drive comes back to us at bounded intervals and a request that
-arrives waits about one piece. `plan` makes the choice from a snapshot:
+queue, choose what a free drive reads next. A request that arrives should
+wait about one piece (RECALL_MAX_BYTES at the drives' rate) for a drive,
+and a tape split over recalls is read in several passes, each locating
+across it. So a drive given work reads the whole tape (`long`) only when
+another drive comes back within a piece's time (one reading pieces, one
+free, or a whole tape expected to end), else a piece bounded in bytes:
+some drive always comes back within about a piece, and no more drives
+read pieces than that takes (one at most, none while whole tapes end
+often enough; with one drive, every recall is a piece). Before a rate
+was seen, all drives but one read whole tapes. `plan` makes the choice from a snapshot:
 
 - inputs: the queue per library, tape and requester (files, bytes, when the
   tape's oldest ready file was queued, priority), the recall drives of each
@@ -16,8 +21,7 @@ arrives waits about one piece. `plan` makes the choice from a snapshot:
 
 Like the Kubernetes scheduler it filters (what may start), scores (which
 first) and binds (takes a drive, counts it against the tape's requesters
-before the next choice, and makes it long while fewer than all drives but
-one of the library run long recalls, else a piece):
+before the next choice, and makes it long or a piece as above):
 
 - filter: a library with a free recall drive; a tape no recall reads, with a
   file ready; its library's queue due (BATCH_WINDOW and friends), or the tape
@@ -41,7 +45,9 @@ one of the library run long recalls, else a piece):
   piece's expected time (its bytes at the rate the library's drives were
   seen to read), so its drive reads on without a gap (EE gives a free drive
   the tape it holds first); early enough to cover the hand-over, late
-  enough that a request arriving meanwhile waits little more than a piece.
+  enough that a request arriving meanwhile waits little more than a piece;
+  the rest of the tape whole when a drive reading a whole tape is expected
+  free within a piece's time of the running piece's end.
 
 Priorities choose the next recall; they never interrupt one (CTA's rule).
 """
@@ -173,6 +179,7 @@ def plan(
     freed: Collection[Running] = (),
     mounted: Collection[tuple[str, str]] = (),
     rates: Mapping[str, float] | None = None,
+    piece: int = 0,
     now: float,
     aged: float = AGED,
 ) -> list[Start]:
@@ -185,7 +192,8 @@ def plan(
     whose piece just ended does not win a tie against one who waits);
     `mounted`: (library, tape) a drive holds (from `eeadm drive list`);
     `rates`: bytes per second a drive of each library was seen to read (a
-    library without one gets no overlap)."""
+    library without one gets no overlap, and all its drives but one read
+    whole tapes); `piece`: the bytes of a piece."""
     use: Counter[str] = Counter(r for run in (*running, *freed) for r in run.requesters)
     just_read = {(f.library, f.tape) for f in freed}
     starts: list[Start] = []
@@ -203,16 +211,23 @@ def plan(
         ]
         held = {t for lib, t in (*just_read, *mounted) if lib == library}
         longs = sum(r.long for r in busy)
+        rate = rates.get(library, 0.0) if rates else 0.0
+        busy_now = _Busy.of(busy, rate, piece)
         while free > 0 and waiting:
             best = min(waiting, key=lambda w: _score(w, use, held, now, aged))
             waiting.remove(best)
-            long = longs < count - 1
+            free -= 1
+            if busy_now is not None:
+                # a drive left free takes work later in this pass, or stays free
+                long = free > 0 or busy_now.whole_tape(now)
+                busy_now.add(now, best.bytes if long else 0)
+            else:
+                long = longs < count - 1
             longs += long
             starts.append(Start(library, best.tape, long=long))
             use.update(best.requesters)
             held.discard(best.tape)
-            free -= 1
-        if rates and library in rates:
+        if rate > 0:
             started = {s.tape for s in starts if s.library == library}
             others = {
                 r
@@ -220,8 +235,55 @@ def plan(
                 if w.library == library and w.tape not in reading | started
                 for r in w.requesters
             }
-            starts += _overlaps(queue, busy, library, others, rates[library], now)
+            starts += _overlaps(queue, busy, library, others, rate, piece, now)
     return starts
+
+
+@dataclass
+class _Busy:
+    """What the drives of a library reading tapes are doing, for the choice
+    between a whole tape and a piece (see the module's docstring): when
+    each drive reading a whole tape is expected free, and how many read
+    pieces (they come back within a piece's time anyway)."""
+
+    rate: float
+    piece: int
+    ends: list[float]
+    pieces: int
+
+    @classmethod
+    def of(cls, busy: Sequence[Running], rate: float, piece: int) -> _Busy | None:
+        """From the recalls running (None before a rate was seen). A tape's
+        recalls count from when the first was handed over; it is read whole
+        if one of them is more than a piece."""
+        if rate <= 0 or piece <= 0:
+            return None
+        first: dict[str, float] = {}
+        size: Counter[str] = Counter()
+        whole: set[str] = set()
+        for r in busy:
+            if r.tape is not None:
+                first[r.tape] = min(first.get(r.tape, r.started), r.started)
+                size[r.tape] += r.bytes
+                if r.bytes > piece:
+                    whole.add(r.tape)
+        ends = [first[t] + size[t] / rate for t in whole]
+        return cls(rate, piece, ends, len(first) - len(whole))
+
+    def whole_tape(self, at: float) -> bool:
+        """Whether a drive given work at `at` reads the whole tape: only if
+        another drive comes back within a piece's time of `at` (one reading
+        pieces, or a whole tape expected to end), so that whoever comes
+        next waits about one piece."""
+        seconds = self.piece / self.rate
+        return self.pieces > 0 or any(e - at <= seconds for e in self.ends)
+
+    def add(self, at: float, size: int) -> None:
+        """A drive given work at `at`: `size` bytes of a whole tape, or 0 for a piece."""
+        if size > self.piece:
+            self.ends.append(at + size / self.rate)
+        else:
+            self.pieces += 1
 
 
 def _score(
@@ -247,6 +309,7 @@ def _overlaps(
     library: str,
     others: set[str],
     rate: float,
+    piece: int,
     now: float,
 ) -> list[Start]:
     """Next pieces of tapes being read (one recall each so far) that have more
@@ -254,17 +317,21 @@ def _overlaps(
     expected time: its drive reads on without a gap. Only for a tape whose
     requesters include everyone else waiting in the library (`others`): a
     requester alone, or one whose work waits anyway, loses no drive time;
-    anyone else gets the drive when the piece ends."""
+    anyone else gets the drive when the piece ends. The rest of the tape
+    goes whole or in a piece as any drive's work does (_Busy), from the
+    running piece's expected end."""
     once = {r.tape: r for r in busy if r.tape is not None}
     twice = {t for t, n in Counter(r.tape for r in busy).items() if n > 1}
     starts = []
     for w in queue:
         run = once.get(w.tape)
-        if w.library != library or run is None or w.tape in twice or rate <= 0:
+        if w.library != library or run is None or w.tape in twice:
             continue
         if not others <= w.requesters:
             continue
         expected = run.bytes / rate
         if now - run.started >= (1 - OVERLAP) * expected:
-            starts.append(Start(library, w.tape, overlap=True))
+            rest = _Busy.of([r for r in busy if r.tape != w.tape], rate, piece)
+            long = rest is not None and rest.whole_tape(run.started + expected)
+            starts.append(Start(library, w.tape, overlap=True, long=long))
     return starts

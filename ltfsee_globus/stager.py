@@ -233,6 +233,7 @@ class Stager(Recovering, Verifying):
             freed=freed,
             mounted=self.drives.mounted((w.library, w.tape) for w in work),
             rates={lib: max(seen) for lib, seen in self._rates.items()},
+            piece=piece,
             now=now,
         )
         for start in starts:

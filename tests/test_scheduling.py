@@ -336,6 +336,71 @@ def test_all_drives_but_one_read_whole_tapes(drives, running, longs):
     assert [s.long for s in starts] == longs
 
 
+#: 100 GB pieces at RATES' 1 GB/s: a piece is expected to take 100 s.
+PIECE = 100 * GB
+
+
+def whole(name: str, *, ends_in: float, gb: int = 1000) -> Running:
+    """A whole tape of `gb` GB expected to end `ends_in` seconds after NOW."""
+    return piece(name, "r", ago=gb - ends_in, gb=gb)
+
+
+@pytest.mark.parametrize(
+    ("running", "longs"),
+    [
+        ([], [True, True, True, False]),
+        ([whole(x, ends_in=990) for x in "XYZ"], [False]),
+        ([whole("X", ends_in=50), whole("Y", ends_in=990), whole("Z", ends_in=990)], [True]),
+        ([piece("X", "r", ago=5, gb=60), whole("Y", ends_in=990), whole("Z", ends_in=990)], [True]),
+        ([whole("X", ends_in=-1000), whole("Y", ends_in=990)], [True, True]),
+        ([whole("X", ends_in=990), piece("X", "r", ago=5, gb=50)], [True, True, False]),
+        (
+            [piece("X", "r", ago=90, gb=60), piece("X", "r", ago=5, gb=60)]
+            + [whole(x, ends_in=990) for x in "YZ"],
+            [True],
+        ),
+    ],
+    ids=[
+        "four free at once: the last reads pieces",
+        "three drives busy long after a piece: a piece",
+        "a whole tape ends within a piece: the whole tape",
+        "a drive reading pieces comes back anyway: the whole tape",
+        "a recall past its expected end: about to free a drive",
+        "a tape's next piece waiting in EE: that drive reads a whole tape",
+        "a drive reading pieces back to back comes back anyway",
+    ],
+)
+def test_a_drive_reads_a_whole_tape_when_another_comes_back_within_a_piece(running, longs):
+    """With the drives' read rate seen, a free drive reads a whole tape only
+    when another drive comes back within a piece's time (100 s here): one
+    reading pieces, one free, or a whole tape ending; else a piece. So
+    whoever comes next waits about one piece, and tapes are split only
+    when no whole tape ends soon."""
+    queue = [tape(f"T{i}", gb=500 - i) for i in range(6)]
+    starts = plan(queue, {"lib": 4}, running, due=("lib",), rates=RATES, piece=PIECE, now=NOW)
+    assert [s.long for s in starts] == longs
+
+
+def test_one_drive_always_reads_pieces():
+    queue = [tape("T1", gb=500)]
+    starts = plan(queue, {"lib": 1}, [], due=("lib",), rates=RATES, piece=PIECE, now=NOW)
+    assert starts == [Start("lib", "T1")]
+
+
+@pytest.mark.parametrize(
+    ("other", "long"),
+    [(piece("Y", "r", ago=900, gb=1000), True), (piece("Y", "r", ago=10, gb=1000), False)],
+    ids=["another drive frees soon after: the rest whole", "none does: another piece"],
+)
+def test_a_next_piece_handed_over_is_whole_when_another_drive_frees_soon_after(other, long):
+    """The piece on T1 ends in 10 s; the other drive reads Y until 100 s
+    (within a piece of T1's end) or 990 s from now."""
+    queue = [tape("T1", "r", gb=500), tape("T2", "r", gb=500)]
+    running = [piece("T1", "r", ago=90), other]
+    starts = plan(queue, {"lib": 2}, running, due=("lib",), rates=RATES, piece=PIECE, now=NOW)
+    assert starts == [Start("lib", "T1", overlap=True, long=long)]
+
+
 def test_a_next_piece_waiting_in_ee_holds_no_drive():
     """Two tapes read, one with its next piece handed over: two drives are
     still free, not one."""
