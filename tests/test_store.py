@@ -671,20 +671,31 @@ def test_the_queue_summary_follows_every_change_of_the_files(store, clock):
     assert totals["recalled_bytes"] == sum(f.size or 0 for f in store.ops.files(status=DONE))
 
 
-def test_a_piece_takes_only_the_files_clients_asked_for_while_there_are_any(store, clock):
-    """A bounded piece of a tape: the asked files only (oldest first), then
-    in a later piece the prefetched ones; a whole-tape claim takes all."""
+@pytest.mark.parametrize("max_bytes", [30, 0], ids=["a piece", "a whole tape"])
+def test_a_tapes_recall_takes_only_the_files_clients_asked_for_while_there_are_any(
+    store, clock, max_bytes
+):
+    """One tape's recall, a piece or the whole tape: the asked files only
+    (oldest first; EE reads in tape order, so prefetched files lying
+    between them would be read first), then the prefetched ones."""
     store.prefetch.add("task0", [(f"/gpfs/p{i}", 10, T1, "lib1") for i in range(3)])
     clock.advance(1)
     for i in range(2):
         store.polls.request(f"/gpfs/a{i}", "lib1", "globus", "small", size=10, tape=T1)
         clock.advance(1)
-    _, piece = store.queue.claim("lib1", 100, tape=T1, max_bytes=30)
-    assert piece == ["/gpfs/a0", "/gpfs/a1"]  # not filled up with prefetched files
-    _, piece = store.queue.claim("lib1", 100, tape=T1, max_bytes=20)
-    assert piece == ["/gpfs/p0", "/gpfs/p1"]  # none asked now: prefetched ones, oldest first
-    _, rest = store.queue.claim("lib1", 100, tape=T1)
-    assert rest == ["/gpfs/p2"]
+    _, first = store.queue.claim("lib1", 100, tape=T1, max_bytes=max_bytes)
+    assert first == ["/gpfs/a0", "/gpfs/a1"]  # not filled up with prefetched files
+    _, rest = store.queue.claim("lib1", 100, tape=T1, max_bytes=max_bytes)
+    assert rest == ["/gpfs/p0", "/gpfs/p1", "/gpfs/p2"]
+
+
+def test_asked_files_waiting_for_a_retry_let_the_prefetched_ones_go(store, clock):
+    store.prefetch.add("task0", [("/gpfs/p0", 10, T1, "lib1")])
+    store.polls.request("/gpfs/a", "lib1", "globus", "t", size=10, tape=T1)
+    batch_id, taken = store.queue.claim("lib1", 10, tape=T1)
+    assert taken == ["/gpfs/a"]
+    finish(store, batch_id, [Update("/gpfs/a", QUEUED, "x", not_before=clock() + 30)])
+    assert store.queue.claim("lib1", 10, tape=T1)[1] == ["/gpfs/p0"]
 
 
 def test_a_file_waiting_for_its_retry_does_not_make_its_tape_ready(store, clock):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .db import Database, Tx, placeholders
 from .files import chunks
@@ -31,6 +30,9 @@ TAPES = (
     "AND f.not_before <= ? ORDER BY f.queued_at LIMIT 1) AS oldest "
     "FROM queue_tapes q ORDER BY q.library, q.tape, q.owner"
 )
+
+#: Whether a tape has files a client asked for in the queue (the summary's count).
+ASKED = "SELECT 1 FROM queue_tapes WHERE library = ? AND tape = ? AND asked > 0 LIMIT 1"
 
 
 def within(rows: list[tuple[str, int, str]], max_bytes: int) -> list[tuple[str, int, str]]:
@@ -107,28 +109,28 @@ class Queue:
                     if q.library == library and q.oldest is not None:
                         first[q.tape] = min(first.get(q.tape, q.oldest), q.oldest)
                 order = sorted(first, key=lambda t: (first[t], t))
-            # a piece reads only the files clients asked for while the tape
-            # has any: prefetched files between them on the tape would be
-            # read first (EE reads in tape order), so they go in a later piece
-            piece = bool(max_bytes) and tape is not None
-            first_asked = "requested DESC, " if piece else ""
-            rows: list[tuple[str, int, str, Any]] = []
+            rows: list[tuple[str, int, str]] = []
             for t in order:
                 left = max_files - len(rows)
                 if left <= 0:
                     break
-                rows += c.all(
-                    "SELECT path, coalesce(size, 0), owner, requested FROM files "
-                    "WHERE status = 'queued' AND library = ? AND coalesce(tape, '') = ? "
-                    f"AND not_before <= ? ORDER BY {first_asked}queued_at LIMIT ?"
-                    f"{self.db.lock_rows}",
-                    (library, t, now, left),
-                )
-            if piece and rows and rows[0][3]:
-                rows = [r for r in rows if r[3]]
-            taken = [(p, n, o) for p, n, o, _ in rows]
-            if piece:
-                taken = within(taken, max_bytes)
+                # one tape's recall reads only the files clients asked for
+                # while the tape has any ready: prefetched files between them
+                # on the tape would be read first (EE reads in tape order),
+                # so they go in the next recall (its drive holds the tape)
+                asked = tape is not None and c.one(ASKED, (library, t)) is not None
+                for only in (" AND requested", "") if asked else ("",):
+                    got = c.all(
+                        "SELECT path, coalesce(size, 0), owner FROM files "
+                        "WHERE status = 'queued' AND library = ? AND coalesce(tape, '') = ? "
+                        f"AND not_before <= ?{only} ORDER BY queued_at LIMIT ?"
+                        f"{self.db.lock_rows}",
+                        (library, t, now, left),
+                    )
+                    if got:  # else its asked files wait for a retry: the others go
+                        rows += got
+                        break
+            taken = within(rows, max_bytes) if max_bytes and tape is not None else rows
             if not taken:
                 return None
             paths = [p for p, _, _ in taken]
