@@ -96,12 +96,17 @@ class Running:
 class Start:
     """Start a recall of `tape` in `library`: `long`, every file of it (up
     to BATCH_MAX_FILES), else a piece (RECALL_MAX_BYTES); `overlap`, a next
-    piece handed over while the tape's current one still runs."""
+    piece handed over while the tape's current one still runs. A piece
+    takes the files clients asked for first (only those, while the tape has
+    any); a whole tape does so when `asked_first`: a requester that held no
+    drive while another did (a small request beside a restore) wants it,
+    and waits for its own files, not for its directory's prefetch."""
 
     library: str
     tape: str
     overlap: bool = False
     long: bool = False
+    asked_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,8 @@ def plan(
             else:
                 long = longs < count - 1
             longs += long
-            starts.append(Start(library, best.tape, long=long))
+            newcomer = min(use[r] for r in best.requesters) == 0 and any(use.values())
+            starts.append(Start(library, best.tape, long=long, asked_first=long and newcomer))
             use.update(best.requesters)
             held.discard(best.tape)
         if rate > 0:

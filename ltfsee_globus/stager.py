@@ -245,6 +245,7 @@ class Stager(Recovering, Verifying):
                 tape=start.tape,
                 started_by=self._started_by(),
                 max_bytes=0 if start.long else piece,
+                asked_first=start.asked_first,
             )
             if claimed is not None:
                 self.start_batch(*claimed, library=start.library, tape=start.tape or None)

@@ -445,3 +445,25 @@ def row(library="lib", files=5, oldest=0.0, newest=0.0):
 )
 def test_when_a_librarys_queue_is_due(case, rows, now, looking_up, expected, next_due):
     assert due(rows, WINDOW, now, looking_up) == (expected, next_due), case
+
+
+@pytest.mark.parametrize(
+    ("queue", "started"),
+    [
+        (
+            [tape("S1", "small", gb=500), tape("T1", "r", gb=500)],
+            Start("lib", "S1", long=True, asked_first=True),
+        ),
+        ([tape("T1", "r", gb=500)], Start("lib", "T1", long=True)),
+    ],
+    ids=["a newcomer beside a restore: its own files first", "the restore's own tape: one pass"],
+)
+def test_a_whole_tape_someone_waits_for_beside_others_work_reads_its_asked_files_first(
+    queue, started
+):
+    """A requester that holds no drive while another does waits for its own
+    files, not for the prefetch of its directory lying between them on the
+    tape; a requester alone gets its tapes in one pass each."""
+    running = [whole("X", ends_in=50)]  # requester "r"
+    starts = plan(queue, {"lib": 2}, running, due=("lib",), rates=RATES, piece=PIECE, now=NOW)
+    assert starts == [started]

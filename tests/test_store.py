@@ -671,31 +671,42 @@ def test_the_queue_summary_follows_every_change_of_the_files(store, clock):
     assert totals["recalled_bytes"] == sum(f.size or 0 for f in store.ops.files(status=DONE))
 
 
-@pytest.mark.parametrize("max_bytes", [30, 0], ids=["a piece", "a whole tape"])
+@pytest.mark.parametrize(
+    ("max_bytes", "asked_first", "first"),
+    [
+        (30, False, ["/gpfs/a0", "/gpfs/a1"]),
+        (0, True, ["/gpfs/a0", "/gpfs/a1"]),
+        (0, False, ["/gpfs/p0", "/gpfs/p1", "/gpfs/p2", "/gpfs/a0", "/gpfs/a1"]),
+    ],
+    ids=["a piece", "a whole tape someone waits for", "a whole tape: one pass"],
+)
 def test_a_tapes_recall_takes_only_the_files_clients_asked_for_while_there_are_any(
-    store, clock, max_bytes
+    store, clock, max_bytes, asked_first, first
 ):
-    """One tape's recall, a piece or the whole tape: the asked files only
-    (oldest first; EE reads in tape order, so prefetched files lying
-    between them would be read first), then the prefetched ones."""
+    """A piece of a tape, or a whole tape with `asked_first`: the asked
+    files only (oldest first; EE reads in tape order, so prefetched files
+    lying between them would be read first), then the prefetched ones. A
+    whole tape otherwise goes in one pass (another locates across it)."""
     store.prefetch.add("task0", [(f"/gpfs/p{i}", 10, T1, "lib1") for i in range(3)])
     clock.advance(1)
     for i in range(2):
         store.polls.request(f"/gpfs/a{i}", "lib1", "globus", "small", size=10, tape=T1)
         clock.advance(1)
-    _, first = store.queue.claim("lib1", 100, tape=T1, max_bytes=max_bytes)
-    assert first == ["/gpfs/a0", "/gpfs/a1"]  # not filled up with prefetched files
-    _, rest = store.queue.claim("lib1", 100, tape=T1, max_bytes=max_bytes)
-    assert rest == ["/gpfs/p0", "/gpfs/p1", "/gpfs/p2"]
+    claim = dict(tape=T1, max_bytes=max_bytes, asked_first=asked_first)
+    assert store.queue.claim("lib1", 100, **claim)[1] == first
+    rest = store.queue.claim("lib1", 100, **claim)
+    assert (rest[1] if rest else []) == (
+        ["/gpfs/p0", "/gpfs/p1", "/gpfs/p2"] if asked_first or max_bytes else []
+    )
 
 
 def test_asked_files_waiting_for_a_retry_let_the_prefetched_ones_go(store, clock):
     store.prefetch.add("task0", [("/gpfs/p0", 10, T1, "lib1")])
     store.polls.request("/gpfs/a", "lib1", "globus", "t", size=10, tape=T1)
-    batch_id, taken = store.queue.claim("lib1", 10, tape=T1)
+    batch_id, taken = store.queue.claim("lib1", 10, tape=T1, asked_first=True)
     assert taken == ["/gpfs/a"]
     finish(store, batch_id, [Update("/gpfs/a", QUEUED, "x", not_before=clock() + 30)])
-    assert store.queue.claim("lib1", 10, tape=T1)[1] == ["/gpfs/p0"]
+    assert store.queue.claim("lib1", 10, tape=T1, asked_first=True)[1] == ["/gpfs/p0"]
 
 
 def test_a_file_waiting_for_its_retry_does_not_make_its_tape_ready(store, clock):

@@ -86,13 +86,15 @@ class Queue:
         tape: str | None = None,
         started_by: tuple[str, int] | None = None,
         max_bytes: int = 0,
+        asked_first: bool = False,
     ) -> tuple[int, list[str]] | None:
         """Move ready files of a library into a new running batch, marked
         with the (node, epoch) of the stager that starts it.
 
         With `tape` ("": files of unknown tape): that tape's files, oldest
         first, up to `max_files` and (when set) `max_bytes` (at least one
-        file; only files a client asked for while the tape has any).
+        file); with `max_bytes` or `asked_first`, only files a client asked
+        for while the tape has any ready.
         Without: up to `max_files` of the library, tape by tape, the tape of
         the longest-waiting file first, so that only the last tape may be
         split. Reads only the rows it takes (an index walk per tape),
@@ -114,11 +116,14 @@ class Queue:
                 left = max_files - len(rows)
                 if left <= 0:
                     break
-                # one tape's recall reads only the files clients asked for
-                # while the tape has any ready: prefetched files between them
-                # on the tape would be read first (EE reads in tape order),
-                # so they go in the next recall (its drive holds the tape)
-                asked = tape is not None and c.one(ASKED, (library, t)) is not None
+                # a piece (or a tape someone waits for beside others' work)
+                # reads only the files clients asked for while the tape has
+                # any: prefetched files between them on the tape would be
+                # read first (EE reads in tape order), so they go in the next
+                # recall (its drive holds the tape). A whole tape otherwise
+                # goes in one pass: another costs a locate across the tape.
+                split = tape is not None and (bool(max_bytes) or asked_first)
+                asked = split and c.one(ASKED, (library, t)) is not None
                 for only in (" AND requested", "") if asked else ("",):
                     got = c.all(
                         "SELECT path, coalesce(size, 0), owner FROM files "
