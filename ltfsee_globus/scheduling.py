@@ -96,11 +96,12 @@ class Running:
 class Start:
     """Start a recall of `tape` in `library`: `long`, every file of it (up
     to BATCH_MAX_FILES), else a piece (RECALL_MAX_BYTES); `overlap`, a next
-    piece handed over while the tape's current one still runs. A piece
-    takes the files clients asked for first (only those, while the tape has
-    any); a whole tape does so when `asked_first`: a requester that held no
-    drive while another did (a small request beside a restore) wants it,
-    and waits for its own files, not for its directory's prefetch."""
+    piece handed over while the tape's current one still runs. With
+    `asked_first` (a requester that held no drive while another did, such
+    as a small request beside a restore, wants the tape) the recall takes
+    only the files clients asked for while the tape has any: it waits for
+    its own files, not for its directory's prefetch. A piece otherwise
+    takes the asked files first and fills up with the others."""
 
     library: str
     tape: str
@@ -230,7 +231,7 @@ def plan(
                 long = longs < count - 1
             longs += long
             newcomer = min(use[r] for r in best.requesters) == 0 and any(use.values())
-            starts.append(Start(library, best.tape, long=long, asked_first=long and newcomer))
+            starts.append(Start(library, best.tape, long=long, asked_first=newcomer))
             use.update(best.requesters)
             held.discard(best.tape)
         if rate > 0:

@@ -448,22 +448,35 @@ def test_when_a_librarys_queue_is_due(case, rows, now, looking_up, expected, nex
 
 
 @pytest.mark.parametrize(
-    ("queue", "started"),
+    ("queue", "ends_in", "started"),
     [
         (
             [tape("S1", "small", gb=500), tape("T1", "r", gb=500)],
+            50,
             Start("lib", "S1", long=True, asked_first=True),
         ),
-        ([tape("T1", "r", gb=500)], Start("lib", "T1", long=True)),
+        ([tape("T1", "r", gb=500)], 50, Start("lib", "T1", long=True)),
+        (
+            [tape("S1", "small", gb=500), tape("T1", "r", gb=500)],
+            5000,
+            Start("lib", "S1", asked_first=True),
+        ),
+        ([tape("T1", "r", gb=500)], 5000, Start("lib", "T1")),
     ],
-    ids=["a newcomer beside a restore: its own files first", "the restore's own tape: one pass"],
+    ids=[
+        "a newcomer beside a restore: its own files first",
+        "the restore's own tape: one pass",
+        "a newcomer's piece: its own files alone",
+        "the restore's own piece: its asked files, then the others",
+    ],
 )
-def test_a_whole_tape_someone_waits_for_beside_others_work_reads_its_asked_files_first(
-    queue, started
+def test_a_tape_someone_waits_for_beside_others_work_reads_its_asked_files_first(
+    queue, ends_in, started
 ):
     """A requester that holds no drive while another does waits for its own
     files, not for the prefetch of its directory lying between them on the
-    tape; a requester alone gets its tapes in one pass each."""
-    running = [whole("X", ends_in=50)]  # requester "r"
+    tape, in a whole tape or a piece; a requester alone gets its tapes in
+    one pass each, or pieces that fill up."""
+    running = [whole("X", ends_in=ends_in)]  # requester "r"
     starts = plan(queue, {"lib": 2}, running, due=("lib",), rates=RATES, piece=PIECE, now=NOW)
     assert starts == [started]

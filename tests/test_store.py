@@ -672,21 +672,29 @@ def test_the_queue_summary_follows_every_change_of_the_files(store, clock):
 
 
 @pytest.mark.parametrize(
-    ("max_bytes", "asked_first", "first"),
+    ("max_bytes", "asked_first", "first", "then"),
     [
-        (30, False, ["/gpfs/a0", "/gpfs/a1"]),
-        (0, True, ["/gpfs/a0", "/gpfs/a1"]),
-        (0, False, ["/gpfs/p0", "/gpfs/p1", "/gpfs/p2", "/gpfs/a0", "/gpfs/a1"]),
+        (30, False, ["/gpfs/a0", "/gpfs/a1", "/gpfs/p0"], ["/gpfs/p1", "/gpfs/p2"]),
+        (30, True, ["/gpfs/a0", "/gpfs/a1"], ["/gpfs/p0", "/gpfs/p1", "/gpfs/p2"]),
+        (0, True, ["/gpfs/a0", "/gpfs/a1"], ["/gpfs/p0", "/gpfs/p1", "/gpfs/p2"]),
+        (0, False, ["/gpfs/p0", "/gpfs/p1", "/gpfs/p2", "/gpfs/a0", "/gpfs/a1"], []),
     ],
-    ids=["a piece", "a whole tape someone waits for", "a whole tape: one pass"],
+    ids=[
+        "a piece: asked files first, then the others",
+        "a newcomer's piece: asked files alone",
+        "a whole tape a newcomer waits for: asked files alone",
+        "a whole tape: one pass",
+    ],
 )
-def test_a_tapes_recall_takes_only_the_files_clients_asked_for_while_there_are_any(
-    store, clock, max_bytes, asked_first, first
+def test_a_tapes_recall_takes_the_files_clients_asked_for_first(
+    store, clock, max_bytes, asked_first, first, then
 ):
-    """A piece of a tape, or a whole tape with `asked_first`: the asked
-    files only (oldest first; EE reads in tape order, so prefetched files
-    lying between them would be read first), then the prefetched ones. A
-    whole tape otherwise goes in one pass (another locates across it)."""
+    """A piece, or a recall for a requester that waits beside others' work
+    (`asked_first`), takes the asked files first (oldest first). For
+    `asked_first` they go alone: EE reads in tape order, so prefetched files
+    lying between them would be read first. A piece otherwise fills up with
+    prefetched files (each recall of a tape locates across it), and a whole
+    tape goes in one pass."""
     store.prefetch.add("task0", [(f"/gpfs/p{i}", 10, T1, "lib1") for i in range(3)])
     clock.advance(1)
     for i in range(2):
@@ -695,9 +703,7 @@ def test_a_tapes_recall_takes_only_the_files_clients_asked_for_while_there_are_a
     claim = dict(tape=T1, max_bytes=max_bytes, asked_first=asked_first)
     assert store.queue.claim("lib1", 100, **claim)[1] == first
     rest = store.queue.claim("lib1", 100, **claim)
-    assert (rest[1] if rest else []) == (
-        ["/gpfs/p0", "/gpfs/p1", "/gpfs/p2"] if asked_first or max_bytes else []
-    )
+    assert (rest[1] if rest else []) == then
 
 
 def test_asked_files_waiting_for_a_retry_let_the_prefetched_ones_go(store, clock):

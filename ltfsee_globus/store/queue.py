@@ -93,8 +93,8 @@ class Queue:
 
         With `tape` ("": files of unknown tape): that tape's files, oldest
         first, up to `max_files` and (when set) `max_bytes` (at least one
-        file); with `max_bytes` or `asked_first`, only files a client asked
-        for while the tape has any ready.
+        file); with `asked_first`, only files a client asked for while the
+        tape has any ready; with `max_bytes` alone, those first.
         Without: up to `max_files` of the library, tape by tape, the tape of
         the longest-waiting file first, so that only the last tape may be
         split. Reads only the rows it takes (an index walk per tape),
@@ -116,15 +116,20 @@ class Queue:
                 left = max_files - len(rows)
                 if left <= 0:
                     break
-                # a piece (or a tape someone waits for beside others' work)
-                # reads only the files clients asked for while the tape has
-                # any: prefetched files between them on the tape would be
-                # read first (EE reads in tape order), so they go in the next
-                # recall (its drive holds the tape). A whole tape otherwise
-                # goes in one pass: another costs a locate across the tape.
-                split = tape is not None and (bool(max_bytes) or asked_first)
-                asked = split and c.one(ASKED, (library, t)) is not None
-                for only in (" AND requested", "") if asked else ("",):
+                # a tape someone waits for beside others' work (`asked_first`)
+                # gives its recall only the files clients asked for while the
+                # tape has any: prefetched files between them on the tape
+                # would be read first (EE reads in tape order), so they go in
+                # the next recall (its drive holds the tape). A piece takes
+                # the asked files first and fills up with the others: each
+                # recall of a tape locates across it. A whole tape otherwise
+                # goes in one pass.
+                split = tape is not None and (asked_first or bool(max_bytes))
+                if split and c.one(ASKED, (library, t)) is not None:
+                    kinds = [" AND requested", " AND NOT requested"]
+                else:
+                    kinds = [""]
+                for only in kinds:
                     got = c.all(
                         "SELECT path, coalesce(size, 0), owner FROM files "
                         "WHERE status = 'queued' AND library = ? AND coalesce(tape, '') = ? "
@@ -132,8 +137,10 @@ class Queue:
                         f"{self.db.lock_rows}",
                         (library, t, now, left),
                     )
-                    if got:  # else its asked files wait for a retry: the others go
-                        rows += got
+                    rows += got
+                    left -= len(got)
+                    # a newcomer's asked files alone, unless they wait for a retry
+                    if (got and asked_first) or left <= 0:
                         break
             taken = within(rows, max_bytes) if max_bytes and tape is not None else rows
             if not taken:
