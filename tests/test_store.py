@@ -742,3 +742,16 @@ def test_a_keys_priority_goes_with_what_it_queues(store):
         (T1, "globus:t", 5),
         (T2, "wlcg:r", 7),
     }
+
+
+def test_a_list_of_any_length_is_one_parameter(store):
+    """A claim, and the lookups by a list of paths or tapes, pass the list as
+    one parameter (`in_list`): 1,200 files, past what an `IN (?, ...)` list
+    of one statement carried before."""
+    paths = [f"/gpfs/many/f{i:04d}" for i in range(1200)]
+    store.prefetch.add("task0", [(p, 1, T1, "lib1") for p in paths])
+    batch_id, taken = store.queue.claim("lib1", 5000, tape=T1)
+    assert sorted(taken) == paths
+    assert store.queue.batch_files(batch_id) == dict.fromkeys(paths, 1)
+    assert store.tapes.known([*paths, "/gpfs/unknown"]) == dict.fromkeys(paths, RECALLING)
+    assert store.tapes.busy_tapes([T1, T2]) == {T1}

@@ -5,7 +5,7 @@ once, in the dialect both engines speak (`?` placeholders, `ON CONFLICT`,
 `RETURNING`, `CAST(x AS BIGINT)`, TRUE/FALSE), and run it through a `Tx`. An
 engine (sqlite.py, postgres.py) supplies the connections, the transactions
 and their retries, the translation of placeholders, and the few fragments
-that differ (`lock_rows`).
+that differ (`lock_rows`, `in_list`).
 """
 
 from __future__ import annotations
@@ -98,6 +98,13 @@ class Database(ABC):
     #: the database's clock in seconds since the epoch, as an SQL expression:
     #: what leases are timed by (one clock for every node)
     now_sql: str
+    #: `x {in_list}` is true when x is one of a list passed as one parameter,
+    #: `listed(values)`: one statement however long the list
+    in_list: str
+
+    @abstractmethod
+    def listed(self, values: Iterable[str]) -> object:
+        """`values` as the one parameter of `in_list`."""
 
     @abstractmethod
     def write(self, work: Callable[[Tx], T], *, polls: bool = True) -> T:
@@ -156,8 +163,3 @@ def migration_scripts(engine: str) -> list[str]:
         key=lambda f: f.name,
     )
     return [f.read_text(encoding="utf-8") for f in found]
-
-
-def placeholders(n: int) -> str:
-    """`?, ?, ?` for an IN list of n values."""
-    return ", ".join("?" * n)

@@ -8,13 +8,10 @@ file at once give one record, and a file a recall holds is never reset.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from .db import Database, Tx, placeholders, process_owner
+from .db import Database, Tx, process_owner
 from .records import ACTIVE, FAILED, QUEUED, RECALLING, FileRecord
-
-#: How many values one `IN (...)` list carries.
-CHUNK = 500
 
 
 def enqueue(
@@ -81,13 +78,6 @@ def lock_file(c: Tx, db: Database, path: str) -> None:
     who still wants the file, so the cancel sees a requester that joins at
     the same moment, or none of it."""
     c.execute(f"SELECT 1 FROM files WHERE path = ?{db.lock_row}", (path,))
-
-
-def chunks(values: Iterable[str]) -> Iterator[list[str]]:
-    """The distinct values, CHUNK at a time (one `IN (...)` list each)."""
-    distinct = list(dict.fromkeys(values))
-    for i in range(0, len(distinct), CHUNK):
-        yield distinct[i : i + CHUNK]
 
 
 def add_requester(c: Tx, path: str, kind: str, ref: str, now: float) -> bool:
@@ -248,17 +238,11 @@ class Tapes:
 
     def busy_tapes(self, tapes: Sequence[str]) -> set[str]:
         """Those of `tapes` that queued or recalling files need."""
-        busy: set[str] = set()
-        for part in chunks(tapes):
-            busy.update(
-                r[0]
-                for r in self.db.all(
-                    f"SELECT DISTINCT tape FROM files WHERE tape IN ({placeholders(len(part))}) "
-                    "AND status IN (?, ?)",
-                    (*part, *ACTIVE),
-                )
-            )
-        return busy
+        rows = self.db.all(
+            f"SELECT DISTINCT tape FROM files WHERE tape {self.db.in_list} AND status IN (?, ?)",
+            (self.db.listed(set(tapes)), *ACTIVE),
+        )
+        return {r[0] for r in rows}
 
     def library_load(self) -> dict[str, int]:
         """Files queued or recalling per library (the queue's summary rows and
@@ -288,12 +272,8 @@ class Tapes:
 
     def known(self, paths: Iterable[str]) -> dict[str, str]:
         """Status of those of `paths` we have records for."""
-        out: dict[str, str] = {}
-        for part in chunks(paths):
-            out.update(
-                self.db.all(
-                    f"SELECT path, status FROM files WHERE path IN ({placeholders(len(part))})",
-                    part,
-                )
-            )
-        return out
+        rows = self.db.all(
+            f"SELECT path, status FROM files WHERE path {self.db.in_list}",
+            (self.db.listed(set(paths)),),
+        )
+        return dict(rows)

@@ -15,7 +15,7 @@ node, role, version, heartbeat), which the status page, `/api/status`,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -181,6 +181,10 @@ class Fenced(Database):
         self.engine = inner.engine
         self.lock_rows, self.lock_row = inner.lock_rows, inner.lock_row
         self.share_row, self.now_sql = inner.share_row, inner.now_sql
+        self.in_list = inner.in_list
+
+    def listed(self, values: Iterable[str]) -> object:
+        return self.inner.listed(values)
 
     def write(self, work: Callable[[Tx], T], *, polls: bool = True) -> T:
         def fenced(c: Tx) -> T:

@@ -132,6 +132,11 @@ class PostgresDatabase(Database):
     lock_row = " FOR UPDATE"
     share_row = " FOR SHARE"
     now_sql = "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
+    in_list = "= ANY(?)"
+
+    @staticmethod
+    def listed(values: Iterable[str]) -> object:
+        return list(values)
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url

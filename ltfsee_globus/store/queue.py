@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .db import Database, Tx, placeholders
-from .files import chunks
+from .db import Database, Tx
 from .records import (
     COMPLETED,
     DONE,
@@ -163,18 +162,17 @@ class Queue:
                     ),
                 )
             )
-            for part in chunks(paths):
-                marks = placeholders(len(part))
-                c.execute(
-                    "UPDATE files SET status = ?, batch_id = ?, attempts = attempts + 1, "
-                    f"updated_at = ? WHERE path IN ({marks}) AND status = ?",
-                    (RECALLING, batch_id, now, *part, QUEUED),
-                )
-                c.execute(
-                    "UPDATE request_files SET state = ?, started_at = coalesce(started_at, ?) "
-                    f"WHERE path IN ({marks}) AND checked AND state = ?",
-                    (STARTED, now, *part, SUBMITTED),
-                )
+            listed = self.db.listed(paths)
+            c.execute(
+                "UPDATE files SET status = ?, batch_id = ?, attempts = attempts + 1, "
+                f"updated_at = ? WHERE path {self.db.in_list} AND status = ?",
+                (RECALLING, batch_id, now, listed, QUEUED),
+            )
+            c.execute(
+                "UPDATE request_files SET state = ?, started_at = coalesce(started_at, ?) "
+                f"WHERE path {self.db.in_list} AND checked AND state = ?",
+                (STARTED, now, listed, SUBMITTED),
+            )
             return batch_id, paths
 
         return self.db.write(work)

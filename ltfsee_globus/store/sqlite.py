@@ -11,6 +11,7 @@ read is kept in memory until the next commit of any process on the host
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -74,6 +75,11 @@ class SqliteDatabase(Database):
     lock_row = ""
     share_row = ""
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"  # the one host's clock
+    in_list = "IN (SELECT value FROM json_each(?))"
+
+    @staticmethod
+    def listed(values: Iterable[str]) -> object:
+        return json.dumps(list(values))
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
