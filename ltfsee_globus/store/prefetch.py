@@ -93,10 +93,11 @@ class Prefetch:
                 f"WHERE f.status = ? AND NOT f.requested AND f.prefetched{self.db.lock_rows}",
                 (taskid, QUEUED),
             )
-            c.executemany("DELETE FROM requesters WHERE path = ?", [(r[0],) for r in rows])
-            c.executemany(
-                "DELETE FROM files WHERE path = ? AND status = ? AND NOT requested",
-                [(r[0], QUEUED) for r in rows],
+            listed = self.db.listed(r[0] for r in rows)
+            c.execute(f"DELETE FROM requesters WHERE path {self.db.in_list}", (listed,))
+            c.execute(
+                f"DELETE FROM files WHERE path {self.db.in_list} AND status = ? AND NOT requested",
+                (listed, QUEUED),
             )
             n, nbytes = len(rows), sum(r[1] for r in rows)
             if n:

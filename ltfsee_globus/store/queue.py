@@ -280,12 +280,13 @@ class Queue:
 
         def work(c: Tx) -> int:
             gone = 0
-            paths = c.all(
+            rows = c.all(
                 "SELECT path FROM files WHERE finished_at < ? AND status IN (?, ?) LIMIT ?",
                 (before, DONE, FAILED, limit),
             )
-            c.executemany("DELETE FROM requesters WHERE path = ?", paths)
-            gone += c.executemany("DELETE FROM files WHERE path = ?", paths)
+            paths = self.db.listed(r[0] for r in rows)
+            c.execute(f"DELETE FROM requesters WHERE path {self.db.in_list}", (paths,))
+            gone += c.execute(f"DELETE FROM files WHERE path {self.db.in_list}", (paths,)).rowcount
             gone += c.execute(
                 "DELETE FROM batches WHERE id IN (SELECT id FROM batches "
                 "WHERE ended_at < ? AND status = 'done' LIMIT ?)",
