@@ -34,11 +34,11 @@ def enqueue(
     row = c.one(
         "INSERT INTO files (path, library, status, prefetched, requested, size, tape, "
         "queued_at, created_at, updated_at, owner, priority) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "VALUES (?, ?, ?, ?, ?, ?, coalesce(?, ''), ?, ?, ?, ?, ?) "
         "ON CONFLICT (path) DO UPDATE SET library = excluded.library, status = excluded.status, "
         "attempts = 0, last_error = NULL, batch_id = NULL, prefetched = excluded.prefetched, "
         "requested = excluded.requested, size = coalesce(excluded.size, files.size), "
-        "tape = coalesce(excluded.tape, files.tape), queued_at = excluded.queued_at, "
+        "tape = coalesce(nullif(excluded.tape, ''), files.tape), queued_at = excluded.queued_at, "
         "not_before = 0, updated_at = excluded.updated_at, finished_at = NULL, "
         "owner = excluded.owner, priority = excluded.priority "
         "WHERE files.status NOT IN (?, ?) RETURNING status",
@@ -265,7 +265,7 @@ class Tapes:
         rows = self.db.all(
             "SELECT tape FROM queue_tapes WHERE tape <> '' UNION "
             "SELECT DISTINCT f.tape FROM batches b JOIN files f ON f.batch_id = b.id "
-            "WHERE b.status = 'running' AND f.status = ? AND f.tape IS NOT NULL",
+            "WHERE b.status = 'running' AND f.status = ? AND f.tape <> ''",
             (RECALLING,),
         )
         return {r[0] for r in rows}

@@ -22,10 +22,9 @@ from .requests import settle
 
 #: The queue per library, tape and requester (queue_tapes, kept by triggers),
 #: with when the tape's oldest ready file was queued: an index seek per row.
-#: `q.tape || ''` drops the column's affinity, or SQLite would not seek files_ready.
 TAPES = (
     "SELECT q.*, (SELECT f.queued_at FROM files f WHERE f.status = 'queued' "
-    "AND f.library = q.library AND coalesce(f.tape, '') = q.tape || '' "
+    "AND f.library = q.library AND f.tape = q.tape "
     "AND f.not_before <= ? ORDER BY f.queued_at LIMIT 1) AS oldest "
     "FROM queue_tapes q ORDER BY q.library, q.tape, q.owner"
 )
@@ -131,7 +130,7 @@ class Queue:
                 for only in kinds:
                     got = c.all(
                         "SELECT path, coalesce(size, 0), owner FROM files "
-                        "WHERE status = 'queued' AND library = ? AND coalesce(tape, '') = ? "
+                        "WHERE status = 'queued' AND library = ? AND tape = ? "
                         f"AND not_before <= ?{only} ORDER BY queued_at LIMIT ?"
                         f"{self.db.lock_rows}",
                         (library, t, now, left),

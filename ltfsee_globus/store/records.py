@@ -69,7 +69,7 @@ class FileRecord:
     prefetched: bool
     requested: bool  # a client asked for it (not only prefetch)
     size: int | None
-    tape: str | None
+    tape: str  # "": not known (as library)
     queued_at: float
     not_before: float
     created_at: float
