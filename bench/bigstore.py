@@ -155,7 +155,8 @@ def prefill(db: Path, n: int, finished_at: float) -> float:
     )
     conn.execute(
         "INSERT INTO requesters (path, kind, ref, created_at) "
-        "SELECT path, 'globus', 'task-' || (rowid / 5000), created_at FROM files"
+        "SELECT path, 'globus', 'task-' || (CAST(substr(path, -9) AS INTEGER) / 5000), "
+        "created_at FROM files"
     )
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the load in the database file

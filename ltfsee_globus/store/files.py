@@ -34,7 +34,7 @@ def enqueue(
     row = c.one(
         "INSERT INTO files (path, library, status, prefetched, requested, size, tape, "
         "queued_at, created_at, updated_at, owner, priority) "
-        "VALUES (?, ?, ?, ?, ?, ?, coalesce(?, ''), ?, ?, ?, ?, ?) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (path) DO UPDATE SET library = excluded.library, status = excluded.status, "
         "attempts = 0, last_error = NULL, batch_id = NULL, prefetched = excluded.prefetched, "
         "requested = excluded.requested, size = coalesce(excluded.size, files.size), "
@@ -265,7 +265,7 @@ class Tapes:
         rows = self.db.all(
             "SELECT tape FROM queue_tapes WHERE tape <> '' UNION "
             "SELECT DISTINCT f.tape FROM batches b JOIN files f ON f.batch_id = b.id "
-            "WHERE b.status = 'running' AND f.status = ? AND f.tape <> ''",
+            "WHERE b.status = 'running' AND f.status = ? AND coalesce(f.tape, '') <> ''",
             (RECALLING,),
         )
         return {r[0] for r in rows}

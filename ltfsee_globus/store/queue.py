@@ -22,11 +22,20 @@ from .requests import settle
 
 #: The queue per library, tape and requester (queue_tapes, kept by triggers),
 #: with when the tape's oldest ready file was queued: an index seek per row.
+#: `q.tape || ''` drops the column's affinity, or SQLite would not seek files_ready.
 TAPES = (
     "SELECT q.*, (SELECT f.queued_at FROM files f WHERE f.status = 'queued' "
-    "AND f.library = q.library AND f.tape = q.tape "
+    "AND f.library = q.library AND coalesce(f.tape, '') = q.tape || '' "
     "AND f.not_before <= ? ORDER BY f.queued_at LIMIT 1) AS oldest "
     "FROM queue_tapes q ORDER BY q.library, q.tape, q.owner"
+)
+
+#: A claim's walk of one tape's ready files, oldest first (files_ready);
+#: {only} narrows it to asked files or the others, {lock} is the engine's row lock.
+WALK = (
+    "SELECT path, coalesce(size, 0), owner FROM files "
+    "WHERE status = 'queued' AND library = ? AND coalesce(tape, '') = ? "
+    "AND not_before <= ?{only} ORDER BY queued_at LIMIT ?{lock}"
 )
 
 #: Whether a tape has files a client asked for in the queue (the summary's count).
@@ -129,11 +138,7 @@ class Queue:
                     kinds = [""]
                 for only in kinds:
                     got = c.all(
-                        "SELECT path, coalesce(size, 0), owner FROM files "
-                        "WHERE status = 'queued' AND library = ? AND tape = ? "
-                        f"AND not_before <= ?{only} ORDER BY queued_at LIMIT ?"
-                        f"{self.db.lock_rows}",
-                        (library, t, now, left),
+                        WALK.format(only=only, lock=self.db.lock_rows), (library, t, now, left)
                     )
                     rows += got
                     left -= len(got)

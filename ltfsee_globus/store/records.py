@@ -69,7 +69,7 @@ class FileRecord:
     prefetched: bool
     requested: bool  # a client asked for it (not only prefetch)
     size: int | None
-    tape: str  # "": not known (as library)
+    tape: str | None
     queued_at: float
     not_before: float
     created_at: float
@@ -78,6 +78,11 @@ class FileRecord:
     known: bool = False  # lookup(): the requester it named has asked for it before
     owner: str = ""  # the requester it was queued for (a Globus task, a WLCG request)
     priority: int = 0  # its key's scheduling priority
+
+    def __post_init__(self) -> None:
+        # a tape not known: SQLite keeps '' (its files are keyed by tape)
+        if self.tape == "":
+            object.__setattr__(self, "tape", None)
 
 
 @dataclass(frozen=True)
