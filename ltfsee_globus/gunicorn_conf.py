@@ -67,13 +67,24 @@ logger_class = _Logger
 
 def on_starting(server):
     """Share Prometheus counters between the workers (before any imports
-    prometheus-client) and clear what a previous run's workers left."""
+    prometheus-client) and clear what a previous run's workers left. Then
+    bring the store's schema up to date, once, before any worker starts: a
+    long migration (a SQLite table rebuilt: about a minute per ten million
+    files) would outlast a worker's boot TIMEOUT, and a sibling worker that
+    gave up waiting for the lock would make gunicorn stop them all, the
+    migrating one with it, at every start."""
     from ltfsee_globus.config import share_metrics
 
     share_metrics(_s)
     from ltfsee_globus.metrics import multiproc_dir, prepare_multiproc_dir
 
     prepare_multiproc_dir(multiproc_dir())
+    from ltfsee_globus.store import StoreUnavailable, open_store
+
+    try:
+        open_store(_s).close()
+    except StoreUnavailable as exc:  # the workers report it, as they would have
+        server.log.warning("store not migrated before the workers start: %s", exc)
 
 
 def post_worker_init(worker):

@@ -1,9 +1,13 @@
 """What only the SQLite engine has: its file, WAL, and a full STATE_DIR."""
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -117,29 +121,41 @@ def test_a_kept_answer_dies_with_an_overlapping_commit_or_its_age(tmp_path, cloc
     assert CommitMark(tmp_path / "m", tmp_path).read() == mark.read()  # one mark per file
 
 
-def test_a_store_from_before_files_were_kept_in_tape_order_comes_through(make_store, tmp_path):
-    """Migration 17 rebuilds files keyed by tape and path (a tape
-    not known kept as ''): each file keeps its state and its tape, the queue
-    summary and the tallies stay true, and the old rows are claimed, queued
-    afresh and given a tape as new ones are. The old store is made by the
-    scripts up to 16, its rows written as that release wrote them."""
-    (tmp_path / "store").mkdir()
-    old = sqlite3.connect(tmp_path / "store" / STORE_FILE, isolation_level=None)
+#: A store of schema 16 (before files were kept in tape order): its files,
+#: (path, status, tape, requested, queued_at), written as that release wrote them.
+BEFORE_TAPE_ORDER = [
+    ("/gpfs/a", QUEUED, None, True, 3.0),
+    ("/gpfs/b", QUEUED, T1, False, 1.0),
+    ("/gpfs/c", QUEUED, T1, True, 2.0),
+    ("/gpfs/d", DONE, T1, True, 0.0),
+]
+
+
+def store_before_tape_order(state: Path) -> Path:
+    """The SQLite store of schema 16 holding BEFORE_TAPE_ORDER, made by the
+    scripts up to 16; its file."""
+    state.mkdir()
+    db = state / STORE_FILE
+    old = sqlite3.connect(db, isolation_level=None)
     for script in migration_scripts("sqlite")[:16]:
         old.executescript(script)
     old.execute("PRAGMA user_version = 16")
-    rows = [
-        ("/gpfs/a", QUEUED, None, True, 3.0),
-        ("/gpfs/b", QUEUED, T1, False, 1.0),
-        ("/gpfs/c", QUEUED, T1, True, 2.0),
-        ("/gpfs/d", DONE, T1, True, 0.0),
-    ]
     old.executemany(
         "INSERT INTO files (path, library, status, tape, requested, size, owner, queued_at, "
         "created_at, updated_at) VALUES (?, 'lib1', ?, ?, ?, 10, 'globus:t', ?, 1, 1)",
-        rows,
+        BEFORE_TAPE_ORDER,
     )
     old.close()
+    return db
+
+
+def test_a_store_from_before_files_were_kept_in_tape_order_comes_through(make_store, tmp_path):
+    """Migration 17 rebuilds files keyed by tape and path (a tape not known
+    kept as ''): each file keeps its state and its tape, the queue summary
+    and the tallies stay true, and the old rows are claimed, queued afresh
+    and given a tape as new ones are."""
+    store_before_tape_order(tmp_path / "store")
+    rows = BEFORE_TAPE_ORDER
     store = make_store()
     assert "WITHOUT ROWID" in store.db.scalar("SELECT sql FROM sqlite_master WHERE name = 'files'")
     assert [(f.status, f.tape) for f in map(store.polls.lookup, [r[0] for r in rows])] == [
@@ -202,3 +218,34 @@ def test_the_stagers_reads_seek_their_index_with_or_without_statistics(store, an
         "walk": (True, False),
         "asked": (True, False),
     }, plans
+
+
+def test_gunicorns_master_migrates_the_store_before_any_worker_starts(tmp_path):
+    """gunicorn's on_starting hook (the master, before it forks) brings the
+    schema up to date: a rebuild of ten million files takes about a minute,
+    longer than a worker may take to boot, and a worker giving up its wait
+    for the lock made gunicorn stop every worker, the migrating one too, so
+    the store never got past version 16. Run as gunicorn runs the hook: in
+    a process of its own, the settings from the environment."""
+    db = store_before_tape_order(tmp_path / "store")
+    hook = (
+        "import logging, types\n"
+        "from ltfsee_globus import gunicorn_conf\n"
+        "gunicorn_conf.on_starting(types.SimpleNamespace(log=logging.getLogger('gunicorn')))\n"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "AUTH_KEY": "k",
+        "EEADM_COMMAND": "/bin/true",
+        "STATE_DIR": str(tmp_path / "store"),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", hook], env=env, capture_output=True, text=True, timeout=60
+    )
+    conn = sqlite3.connect(db)
+    version, files = conn.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version), count(*) FROM files"
+    ).fetchone()
+    conn.close()
+    assert (done.returncode, version, files) == (0, 17, len(BEFORE_TAPE_ORDER)), done.stderr

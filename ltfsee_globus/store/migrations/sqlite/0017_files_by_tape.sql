@@ -36,7 +36,7 @@ INSERT INTO files_by_tape (path, library, status, attempts, last_error, batch_id
     SELECT path, library, status, attempts, last_error, batch_id, prefetched, requested, size,
         coalesce(tape, ''), queued_at, not_before, created_at, updated_at, finished_at, owner,
         priority
-    FROM files;
+    FROM files ORDER BY coalesce(tape, ''), path;  -- in key order: appended, not inserted
 DROP TABLE files;
 ALTER TABLE files_by_tape RENAME TO files;
 
