@@ -6,7 +6,7 @@ queued in one library over 200 tapes (10 MB each, three requesters), then
 
 - claim: `store.queue.claim(library, BATCH_MAX_FILES, tape=T,
   max_bytes=RECALL_MAX_BYTES)` of a different tape each time, shipped
-  defaults (5,000 files, 50 GB: both bounds meet at 5,000 such files), so
+  defaults (5,000 files and 200 GB: the files' bound comes first), so
   each claim takes a tape's whole share of the queue at 1,000,000; and a
   claim of 5 files of another tape (the same work at either size: what the
   queue's size alone adds);

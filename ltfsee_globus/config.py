@@ -67,7 +67,7 @@ class Settings:
     RECALL_CONCURRENCY: int = 2
     TAPE_DRIVES: int = 0
     DRIVE_REFRESH: float = 300.0
-    RECALL_MAX_BYTES: int = 50 * 10**9
+    RECALL_MAX_BYTES: int = 200 * 10**9
     KEY_PRIORITY: dict[str, int] = field(default_factory=dict)
     POLICY_FILE: str = ""
     FRONTEND_ADDRESSES: list[str] = field(default_factory=list)
