@@ -102,7 +102,8 @@ def test_counters_add_up_across_workers_and_a_separate_stager(
         if name == "ltfsee_eeadm_calls_total":
             calls[dict(labels)["subcommand"]] = calls.get(dict(labels)["subcommand"], 0) + v
     recalls = calls["recall"]
-    assert recalls == len(sim.invocations("recall")) >= 2  # one failed: the damaged file
+    # one recall or more: the polls reach the queue before or after the first claim
+    assert recalls == len(sim.invocations("recall")) >= 1
     assert m[("ltfsee_eeadm_calls_total", (("outcome", "failed"), ("subcommand", "recall")))] >= 1
     assert calls["file state"] == len(sim.invocations("file state"))
     assert m[("ltfsee_eeadm_call_duration_seconds_count", (("subcommand", "recall"),))] == recalls
